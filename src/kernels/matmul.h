@@ -1,0 +1,44 @@
+// Matrix products against weights in any supported dtype (f32/f16/bf16/ggml quants).
+// Weights stay in their stored format (mmap'd); tiles are converted to f32 on the fly.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace fkv {
+
+// A 2-D weight as stored by HF (out x in, row-major): rows = out features, cols = in features.
+struct WeightMatrix {
+  DType dtype = DType::kF32;
+  const uint8_t* data = nullptr;  // borrowed (mmap) or owned elsewhere
+  int64_t rows = 0;
+  int64_t cols = 0;
+  size_t row_bytes = 0;           // bytes between row starts
+  std::string name;               // tensor name, for error messages
+  bool empty() const { return data == nullptr; }
+  const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
+};
+
+// y[i, :] = W . x[i, :]  for i in [0, n)
+//   x : [n, w.cols] with row stride x_stride (floats)
+//   y : [n, w.rows] with row stride y_stride (floats)
+// Work is split over the thread pool (OpenMP). Deterministic: the result does not depend on the
+// thread count.
+void matmul(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
+            int64_t y_stride);
+
+// Scalar twin of matmul: the oracle for the optimised kernels' tests.
+void matmul_scalar(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
+                   int64_t y_stride);
+
+// Copies row r of an embedding-like weight [rows, cols] to dst[cols] as f32.
+void weight_row_to_f32(const WeightMatrix& w, int64_t r, float* dst);
+
+// Threads used by kernels (0 = all available cores).
+void set_num_threads(int n);
+int num_threads();
+
+}  // namespace fkv

@@ -1,0 +1,16 @@
+// Dequantisation of ggml block formats (and f16/bf16/f32 rows) to f32.
+// Bit-exact against the `gguf` Python package's NumPy dequantisers (tests/unit/test_quant.cc).
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace fkv {
+
+// True when dequantize_row supports `t`.
+bool can_dequantize(DType t);
+// dst[0..n) = values of the row that starts at `src`. n must be a multiple of the block size.
+void dequantize_row(DType t, const void* src, float* dst, int64_t n);
+
+}  // namespace fkv
