@@ -1,0 +1,87 @@
+#include "engine/app.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+
+namespace fkv {
+namespace fs = std::filesystem;
+
+namespace {
+// Short names -> file name in the model cache (fetched by tools/scripts/fetch_models.py).
+const std::map<std::string, std::string>& model_table() {
+  static const std::map<std::string, std::string> table = {
+      {"smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+  };
+  return table;
+}
+}  // namespace
+
+std::string model_cache_dir() {
+  if (const char* dir = std::getenv("FASTKV_MODEL_DIR"); dir != nullptr && *dir != '\0') return dir;
+  const char* home = std::getenv("HOME");
+  return (fs::path(home ? home : ".") / ".cache" / "fastkv" / "models").string();
+}
+
+std::vector<std::string> known_model_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, file] : model_table()) names.push_back(name);
+  return names;
+}
+
+Expected<std::string> resolve_model_path(const std::string& name) {
+  std::error_code ec;
+  if (fs::exists(name, ec)) return name;
+  auto it = model_table().find(name);
+  if (it == model_table().end()) {
+    std::string known;
+    for (const auto& n : known_model_names()) known += (known.empty() ? "" : ", ") + n;
+    return Status::error(strfmt("model '%s' is neither an existing path nor a known model name (%s)",
+                                name.c_str(), known.c_str()));
+  }
+  const std::string path = (fs::path(model_cache_dir()) / it->second).string();
+  if (!fs::exists(path, ec)) {
+    return Status::error(strfmt("model '%s' is not in the model cache (%s); fetch it with: python3 "
+                                "tools/scripts/fetch_models.py %s",
+                                name.c_str(), path.c_str(), name.c_str()));
+  }
+  return path;
+}
+
+Expected<Tokenizer> load_tokenizer_for(const Model& model) {
+  if (model.is_gguf()) return Tokenizer::from_gguf(*model.gguf());
+  const fs::path dir(model.path());
+  if (fs::exists(dir / "tokenizer.json")) {
+    const fs::path cfg = dir / "tokenizer_config.json";
+    return Tokenizer::from_hf_json((dir / "tokenizer.json").string(),
+                                   fs::exists(cfg) ? cfg.string() : std::string());
+  }
+  if (fs::exists(dir / "tokenizer.model")) {
+    return Tokenizer::from_sentencepiece_model((dir / "tokenizer.model").string());
+  }
+  return Status::error(strfmt("%s: no tokenizer.json or tokenizer.model next to the model",
+                              model.path().c_str()));
+}
+
+Expected<GenerationResult> generate(Session& session, const GenerationRequest& req,
+                                    const std::function<bool(int32_t)>& on_token) {
+  FKV_RETURN_IF_ERROR(validate_sampler_config(req.sampler));
+  Sampler sampler(req.sampler);
+  GenerationResult result;
+  std::vector<float> logits;
+  FKV_RETURN_IF_ERROR(session.prefill(req.prompt, logits));
+  for (int step = 0; step < req.max_new_tokens; ++step) {
+    const int32_t token = sampler.sample(logits);
+    if (std::find(req.stop_ids.begin(), req.stop_ids.end(), token) != req.stop_ids.end()) {
+      result.stopped_on_eos = true;
+      break;
+    }
+    result.tokens.push_back(token);
+    if (on_token && !on_token(token)) break;
+    if (step + 1 == req.max_new_tokens) break;  // no logits needed after the last token
+    FKV_RETURN_IF_ERROR(session.decode(token, logits));
+  }
+  return result;
+}
+
+}  // namespace fkv

@@ -1,0 +1,43 @@
+// What the front-ends (CLI, bench, fidelity) share: model lookup by path or short name, the
+// tokenizer that belongs to a model, and the generation loop with streaming.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "engine/engine.h"
+#include "model/model.h"
+#include "sampler/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace fkv {
+
+// Folder of fetched models: $FASTKV_MODEL_DIR, else ~/.cache/fastkv/models.
+std::string model_cache_dir();
+// A path is returned as is; a known short name ("smollm2-135m-instruct", "stories260k")
+// resolves to its file. Errors say how to fetch a missing model.
+Expected<std::string> resolve_model_path(const std::string& name_or_path);
+std::vector<std::string> known_model_names();
+
+// tokenizer.json (+ tokenizer_config.json) or tokenizer.model beside an HF model; the embedded
+// tokenizer of a GGUF file.
+Expected<Tokenizer> load_tokenizer_for(const Model& model);
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  int max_new_tokens = 128;
+  SamplerConfig sampler;
+  std::vector<int32_t> stop_ids;  // end-of-generation ids
+};
+struct GenerationResult {
+  std::vector<int32_t> tokens;  // generated ids (the stop id is not included)
+  bool stopped_on_eos = false;
+};
+// Prefill + decode loop. on_token is called as each token arrives; returning false stops.
+Expected<GenerationResult> generate(Session& session, const GenerationRequest& req,
+                                    const std::function<bool(int32_t)>& on_token);
+
+}  // namespace fkv

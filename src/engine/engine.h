@@ -1,0 +1,70 @@
+// The engine: a loaded model (immutable, shareable) and sessions (KV cache + scratch + timing)
+// that run prefill and decode under a KV-compression policy.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "kv/policy.h"
+#include "model/model.h"
+
+namespace fkv {
+
+// What prefill kept, as original prompt positions (ascending) — the --dump-selection record.
+struct SelectionRecord {
+  struct Layer {
+    int layer = 0;
+    int n_in = 0;                               // rows that entered this layer
+    std::vector<std::vector<int32_t>> kept;     // [n_kv_heads][kept positions]
+  };
+  struct Tsp {
+    int layer = 0;
+    std::vector<int32_t> positions;
+  };
+  std::string method;
+  int n_prompt = 0;
+  std::vector<Layer> layers;
+  std::optional<Tsp> tsp;
+  std::string to_json() const;
+};
+
+struct Timing {
+  int n_prompt = 0;
+  int n_decoded = 0;
+  double prefill_s = 0;
+  double decode_s = 0;
+  size_t kv_bytes_after_prefill = 0;
+};
+
+struct SessionOptions {
+  int max_new_tokens = 256;  // decode rows reserved per head
+};
+
+class Session {
+ public:
+  Session(const Model& model, KvPolicy& policy, const SessionOptions& opts = {});
+  ~Session();
+  // Runs the prompt (positions 0..N-1) through the model under the policy.
+  // logits: [n_vocab] of the last prompt position.
+  Status prefill(std::span<const int32_t> tokens, std::vector<float>& logits);
+  // Appends one token at position next_pos() (= N + step) and returns its next-token logits.
+  Status decode(int32_t token, std::vector<float>& logits);
+  // Full-prompt logits for every position (no compression; test/oracle helper).
+  Status prefill_all_logits(std::span<const int32_t> tokens, std::vector<float>& logits);
+
+  int32_t next_pos() const;
+  size_t kv_bytes() const;                     // sum of kept rows (K+V) over layers and heads
+  const SelectionRecord& selection() const;
+  const Timing& timing() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fkv

@@ -1,0 +1,70 @@
+// A loaded model: config plus weights borrowed from memory-mapped files (safetensors or GGUF).
+// Large matrices stay in their stored dtype; only small vectors (norms, biases) become f32.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/mmap_file.h"
+#include "core/status.h"
+#include "kernels/matmul.h"
+#include "model/config.h"
+
+namespace fkv {
+
+class GgufFile;
+
+struct LayerWeights {
+  std::vector<float> attn_norm;  // [d_model]
+  std::vector<float> ffn_norm;   // [d_model]
+  std::vector<float> q_norm;     // [head_dim] (Qwen3) or empty
+  std::vector<float> k_norm;     // [head_dim] (Qwen3) or empty
+  std::vector<float> bq;         // [n_heads * head_dim] (Qwen2) or empty
+  std::vector<float> bk;         // [n_kv_heads * head_dim] or empty
+  std::vector<float> bv;         // [n_kv_heads * head_dim] or empty
+  WeightMatrix wq;               // [n_heads * head_dim, d_model]
+  WeightMatrix wk;               // [n_kv_heads * head_dim, d_model]
+  WeightMatrix wv;               // [n_kv_heads * head_dim, d_model]
+  WeightMatrix wo;               // [d_model, n_heads * head_dim]
+  WeightMatrix w_gate;           // [d_ff, d_model]
+  WeightMatrix w_up;             // [d_ff, d_model]
+  WeightMatrix w_down;           // [d_model, d_ff]
+};
+
+class Model {
+ public:
+  // `path`: a Hugging Face model folder (config.json + *.safetensors) or a .gguf file.
+  static Expected<std::unique_ptr<Model>> load(const std::string& path);
+  ~Model();
+
+  const ModelConfig& config() const { return config_; }
+  const std::string& path() const { return path_; }
+  bool is_gguf() const { return gguf_ != nullptr; }
+  const GgufFile* gguf() const { return gguf_.get(); }
+
+  const WeightMatrix& tok_embd() const { return tok_embd_; }  // [n_vocab, d_model]
+  const WeightMatrix& lm_head() const { return lm_head_; }    // [n_vocab, d_model] (may alias)
+  const std::vector<float>& out_norm() const { return out_norm_; }
+  const LayerWeights& layer(int il) const { return layers_[il]; }
+  const std::vector<float>& rope_inv_freq() const { return inv_freq_; }  // [rot_dim / 2]
+  size_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  Model() = default;
+  Status load_hf(const std::string& dir);
+  Status load_gguf(const std::string& file);
+  Status finish();
+
+  ModelConfig config_;
+  std::string path_;
+  WeightMatrix tok_embd_, lm_head_;
+  std::vector<float> out_norm_;
+  std::vector<LayerWeights> layers_;
+  std::vector<float> inv_freq_;
+  size_t weight_bytes_ = 0;
+  std::shared_ptr<void> storage_;        // keeps the safetensors maps alive
+  std::unique_ptr<GgufFile> gguf_;
+};
+
+}  // namespace fkv
