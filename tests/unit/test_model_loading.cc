@@ -1,0 +1,144 @@
+// Model loading: every supported layout loads, and each kind of bad input gives one clear error
+// naming the file, tensor, field or value.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "model/config.h"
+#include "model/model.h"
+
+namespace fkv {
+namespace {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+const fs::path kModels = fs::path(FKV_SOURCE_DIR) / "tests/data/models";
+
+// A scratch copy of a fixture that a test may damage.
+fs::path scratch_copy(const std::string& name) {
+  const fs::path dst = fs::temp_directory_path() / ("fkv_model_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dst);
+  fs::copy(kModels / name, dst, fs::copy_options::recursive);
+  return dst;
+}
+
+void edit_config(const fs::path& dir, const std::function<void(json&)>& edit) {
+  json j = json::parse(std::ifstream(dir / "config.json"));
+  edit(j);
+  std::ofstream(dir / "config.json") << j.dump(2);
+}
+
+std::string load_error(const fs::path& p) {
+  auto m = Model::load(p.string());
+  return m.has_value() ? std::string() : m.error();
+}
+
+TEST(ModelLoading, EveryFixtureLoadsWithItsConfig) {
+  struct Want {
+    const char* name;
+    Arch arch;
+    int head_dim;
+    bool tied;
+  };
+  for (const Want& w : {Want{"tiny-llama", Arch::kLlama, 16, false},
+                        Want{"tiny-llama3", Arch::kLlama, 16, true},
+                        Want{"tiny-mistral", Arch::kMistral, 32, false},
+                        Want{"tiny-qwen2", Arch::kQwen2, 16, true},
+                        Want{"tiny-qwen3", Arch::kQwen3, 16, false}}) {
+    auto m = Model::load((kModels / w.name).string());
+    ASSERT_TRUE(m.has_value()) << w.name << ": " << m.error();
+    EXPECT_EQ((*m)->config().arch, w.arch) << w.name;
+    EXPECT_EQ((*m)->config().tie_embeddings, w.tied) << w.name;
+    if (w.arch == Arch::kMistral) EXPECT_GT((*m)->config().sliding_window, 0);
+    if (w.arch == Arch::kQwen3) EXPECT_TRUE((*m)->config().qk_norm);
+  }
+}
+
+TEST(ModelLoading, Llama3RopeScalingChangesLowFrequenciesOnly) {
+  auto m = Model::load((kModels / "tiny-llama3").string());
+  ASSERT_TRUE(m.has_value()) << m.error();
+  ModelConfig plain = (*m)->config();
+  plain.rope_scaling = RopeScaling();
+  const auto scaled = rope_inv_freq((*m)->config());
+  const auto base = rope_inv_freq(plain);
+  EXPECT_EQ(scaled.front(), base.front());  // high frequency: untouched
+  EXPECT_LT(scaled.back(), base.back());    // low frequency: divided by the factor
+}
+
+TEST(ModelLoading, MissingPathAndUnknownFile) {
+  EXPECT_NE(load_error("/nonexistent/model").find("/nonexistent/model"), std::string::npos);
+  const fs::path f = fs::temp_directory_path() / "fkv_not_a_model.bin";
+  std::ofstream(f) << "x";
+  EXPECT_NE(load_error(f).find("not a model folder"), std::string::npos);
+  fs::remove(f);
+}
+
+TEST(ModelLoading, BadConfigsNameTheField) {
+  const fs::path dir = scratch_copy("tiny-llama");
+  struct Case {
+    std::function<void(json&)> edit;
+    const char* must_mention;
+  };
+  const std::vector<Case> cases = {
+      {[](json& j) { j["architectures"] = {"GPT2LMHeadModel"}; }, "GPT2LMHeadModel"},
+      {[](json& j) { j.erase("hidden_size"); }, "hidden_size"},
+      {[](json& j) { j["num_key_value_heads"] = 3; }, "num_key_value_heads"},
+      {[](json& j) { j["num_hidden_layers"] = "two"; }, "num_hidden_layers"},
+      {[](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; }, "yarn"},
+      {[](json& j) { j["hidden_act"] = "gelu"; }, "gelu"},
+  };
+  const std::string original = json::parse(std::ifstream(dir / "config.json")).dump();
+  for (const auto& c : cases) {
+    std::ofstream(dir / "config.json") << original;
+    edit_config(dir, c.edit);
+    const std::string err = load_error(dir);
+    EXPECT_NE(err.find(c.must_mention), std::string::npos) << err;
+    EXPECT_NE(err.find("config.json"), std::string::npos) << err;
+  }
+  std::ofstream(dir / "config.json") << "{ malformed";
+  EXPECT_NE(load_error(dir).find("not a valid JSON"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(ModelLoading, ShapeMismatchAndMissingTensorAreNamed) {
+  const fs::path dir = scratch_copy("tiny-llama");
+  edit_config(dir, [](json& j) { j["intermediate_size"] = 96; });
+  std::string err = load_error(dir);
+  EXPECT_NE(err.find("mlp.gate_proj.weight"), std::string::npos) << err;
+  EXPECT_NE(err.find("shape"), std::string::npos) << err;
+  edit_config(dir, [](json& j) {
+    j["intermediate_size"] = 128;
+    j["num_hidden_layers"] = 3;
+  });
+  err = load_error(dir);
+  EXPECT_NE(err.find("model.layers.2."), std::string::npos) << err;
+  EXPECT_NE(err.find("not found"), std::string::npos) << err;
+  fs::remove_all(dir);
+}
+
+TEST(ModelLoading, TruncatedWeightsFileIsRejected) {
+  const fs::path dir = scratch_copy("tiny-llama");
+  const fs::path st = dir / "model.safetensors";
+  const auto size = fs::file_size(st);
+  fs::resize_file(st, size / 2);
+  const std::string err = load_error(dir);
+  EXPECT_NE(err.find("model.safetensors"), std::string::npos) << err;
+  EXPECT_NE(err.find("out of range"), std::string::npos) << err;
+  fs::remove_all(dir);
+}
+
+TEST(ModelLoading, TruncatedGgufIsRejected) {
+  const fs::path src = fs::path(FKV_SHARED_DIR) / "models/stories260K/stories260K.gguf";
+  const fs::path dst = fs::temp_directory_path() / "fkv_truncated.gguf";
+  fs::copy_file(src, dst, fs::copy_options::overwrite_existing);
+  fs::resize_file(dst, fs::file_size(src) - 1000);
+  const std::string err = load_error(dst);
+  EXPECT_FALSE(err.empty());
+  EXPECT_NE(err.find("fkv_truncated.gguf"), std::string::npos) << err;
+  fs::remove(dst);
+}
+
+}  // namespace
+}  // namespace fkv
