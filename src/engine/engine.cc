@@ -37,7 +37,9 @@ void attention_prefill(const ModelConfig& c, const float* q, const float* k, con
   const int64_t q_stride = static_cast<int64_t>(c.n_heads) * hd;
   const int64_t kv_stride = static_cast<int64_t>(c.n_kv_heads) * hd;
   const int group = c.n_group();
-#pragma omp parallel
+  // Threads only pay off once there is real work (tiny models decode faster on one core).
+  const bool parallel = static_cast<int64_t>(n) * n * c.n_heads * hd > (1 << 18);
+#pragma omp parallel if (parallel)
   {
     std::vector<float> scores(static_cast<size_t>(n));
 #pragma omp for schedule(dynamic, 4) collapse(2)
@@ -67,7 +69,7 @@ void attention_prefill(const ModelConfig& c, const float* q, const float* k, con
 }
 
 void rms_norm_rows(const float* x, int n, int dim, const std::vector<float>& w, float eps, float* y) {
-#pragma omp parallel for schedule(static) if (n > 16)
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(n) * dim > (1 << 16))
   for (int r = 0; r < n; ++r) {
     rms_norm_row(x + static_cast<int64_t>(r) * dim, w.data(), dim, eps,
                  y + static_cast<int64_t>(r) * dim);
@@ -137,7 +139,7 @@ struct Session::Impl {
     matmul(xn.data(), n, c.d_model, L.wk, k.data(), kv_dim);
     matmul(xn.data(), n, c.d_model, L.wv, v.data(), kv_dim);
     const std::vector<float>& inv_freq = model.rope_inv_freq();
-#pragma omp parallel for schedule(static) if (n > 16)
+#pragma omp parallel for schedule(static) if (n * q_dim > (1 << 16))
     for (int r = 0; r < n; ++r) {
       float* qr = q.data() + r * q_dim;
       float* kr = k.data() + r * kv_dim;
@@ -402,7 +404,8 @@ struct Session::Impl {
       lkv.append(k.data(), v.data(), p);
       att.assign(static_cast<size_t>(c.n_heads) * hd, 0.0f);
       const int group = c.n_group();
-#pragma omp parallel for schedule(static) if (c.n_heads >= 4)
+      const bool parallel = static_cast<int64_t>(c.n_heads) * lkv.head(0).len() * hd > (1 << 16);
+#pragma omp parallel for schedule(static) if (parallel)
       for (int h = 0; h < c.n_heads; ++h) {
         const HeadKv& head = lkv.head(h / group);
         int lo = 0;
