@@ -1,0 +1,221 @@
+// matmul driver: splits output rows into fixed tiles over OpenMP threads and runs the ISA's
+// micro-kernels on each. The tiling does not depend on the thread count and every output element
+// is produced by exactly one micro-kernel call, so results are bitwise thread-count independent.
+#include "kernels/matmul.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#if defined(FKV_OPENMP)
+#include <omp.h>
+#endif
+
+#include "core/check.h"
+#include "kernels/dispatch.h"
+#include "quant/quant.h"
+
+namespace fkv {
+namespace {
+
+std::atomic<int> g_num_threads{0};
+
+// Output rows per work item: fixed (not derived from the thread count) for determinism, and a
+// multiple of every variant's register block of weight rows (avx2: 3, avx512: 4 and 12).
+constexpr int64_t kTileRows = 24;
+// Below kSmallN x rows, converted weights are used in chunks of kSmallNChunk rows (a multiple of
+// every register block of weight rows) so they are still in L1.
+constexpr int64_t kSmallN = 8;
+constexpr int64_t kSmallNChunk = 12;
+// Below this many multiply-adds a parallel region costs more than it saves.
+constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
+
+// Per-thread scratch for converted weight tiles; grows only, so hot loops never allocate.
+float* tile_scratch(size_t floats) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < floats) buf.resize(floats);
+  return buf.data();
+}
+
+// The calling thread's packed copy of x, shared read-only with the workers of one matmul.
+float* xpack_scratch(size_t floats) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < floats) buf.resize(floats);
+  return buf.data();
+}
+
+bool is_plain(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
+
+void convert_row(const KernelTable& k, const WeightMatrix& w, int64_t r, float* dst) {
+  const uint8_t* src = w.row(r);
+  switch (w.dtype) {
+    case DType::kF32:
+      std::memcpy(dst, src, static_cast<size_t>(w.cols) * sizeof(float));
+      return;
+    case DType::kF16:
+      k.f16_row_to_f32(reinterpret_cast<const uint16_t*>(src), dst, w.cols);
+      return;
+    case DType::kBF16:
+      k.bf16_row_to_f32(reinterpret_cast<const uint16_t*>(src), dst, w.cols);
+      return;
+    default:
+      dequantize_row(w.dtype, src, dst, w.cols);
+      return;
+  }
+}
+
+void check_weight(const WeightMatrix& w) {
+  FKV_CHECK(w.data != nullptr, "matmul: weight '%s' has no data", w.name.c_str());
+  FKV_CHECK(w.rows >= 0 && w.cols > 0, "matmul: weight '%s' has shape [%lld, %lld]", w.name.c_str(),
+            static_cast<long long>(w.rows), static_cast<long long>(w.cols));
+  FKV_CHECK(is_plain(w.dtype) || can_dequantize(w.dtype),
+            "matmul: weight '%s' has unsupported dtype %s", w.name.c_str(), dtype_name(w.dtype));
+  FKV_CHECK(w.row_bytes >= dtype_row_bytes(w.dtype, w.cols),
+            "matmul: weight '%s' row_bytes %zu < %zu needed for %lld %s elements", w.name.c_str(),
+            w.row_bytes, dtype_row_bytes(w.dtype, w.cols), static_cast<long long>(w.cols),
+            dtype_name(w.dtype));
+}
+
+// One tile of output rows [r0, r0 + nr) for all n inputs. xp (or null) is x packed for
+// gemm_xpacked: whole panels of kXPanel x rows take it, the n % kXPanel others the dot form.
+void matmul_tile(const KernelTable& k, const float* x, int64_t n, int64_t x_stride, const float* xp,
+                 const WeightMatrix& w, int64_t r0, int64_t nr, float* y, int64_t y_stride) {
+  const int64_t cols = w.cols;
+  if (xp != nullptr) {
+    const float* wf;
+    int64_t ws;
+    if (w.dtype == DType::kF32 && w.row_bytes % sizeof(float) == 0) {
+      wf = reinterpret_cast<const float*>(w.row(r0));
+      ws = static_cast<int64_t>(w.row_bytes / sizeof(float));
+    } else {
+      ws = cols;
+      float* buf = tile_scratch(static_cast<size_t>(nr * ws));
+      for (int64_t r = 0; r < nr; ++r) convert_row(k, w, r0 + r, buf + r * ws);
+      wf = buf;
+    }
+    const int64_t n_packed = n / kXPanel * kXPanel;
+    k.gemm_xpacked(xp, n_packed, wf, nr, ws, cols, y + r0, y_stride);
+    if (n_packed < n) {
+      k.gemm_f32(x + n_packed * x_stride, n - n_packed, x_stride, wf, nr, ws, cols,
+                 y + n_packed * y_stride + r0, y_stride);
+    }
+    return;
+  }
+  if (n == 1 && is_plain(w.dtype)) {
+    // Decode is bound by weight bandwidth: convert and multiply in one pass over the weights.
+    auto gemv = w.dtype == DType::kF32   ? k.gemv_f32
+                : w.dtype == DType::kF16 ? k.gemv_f16
+                                         : k.gemv_bf16;
+    gemv(x, w.row(r0), w.row_bytes, nr, cols, y + r0);
+    return;
+  }
+  if (w.dtype == DType::kF32 && w.row_bytes % sizeof(float) == 0) {
+    k.gemm_f32(x, n, x_stride, reinterpret_cast<const float*>(w.row(r0)), nr,
+               static_cast<int64_t>(w.row_bytes / sizeof(float)), cols, y + r0, y_stride);
+    return;
+  }
+  const int64_t ld = (cols + 15) / 16 * 16;
+  // Few x rows: convert the tile in chunks that stay in L1 between conversion and use.
+  const int64_t chunk = n < kSmallN ? kSmallNChunk : nr;
+  float* buf = tile_scratch(static_cast<size_t>(std::min(chunk, nr) * ld));
+  for (int64_t c0 = 0; c0 < nr; c0 += chunk) {
+    const int64_t nc = std::min(chunk, nr - c0);
+    for (int64_t r = 0; r < nc; ++r) convert_row(k, w, r0 + c0 + r, buf + r * ld);
+    k.gemm_f32(x, n, x_stride, buf, nc, ld, cols, y + r0 + c0, y_stride);
+  }
+}
+
+}  // namespace
+
+void pack_x_panels(const float* x, int64_t n, int64_t x_stride, int64_t cols, float* xp) {
+  for (int64_t i0 = 0; i0 < n; i0 += kXPanel) {
+    float* panel = xp + (i0 / kXPanel) * cols * kXPanel;
+    for (int64_t l = 0; l < kXPanel; ++l) {
+      const int64_t i = i0 + l;
+      if (i < n) {
+        const float* xi = x + i * x_stride;
+        for (int64_t c = 0; c < cols; ++c) panel[c * kXPanel + l] = xi[c];
+      } else {
+        for (int64_t c = 0; c < cols; ++c) panel[c * kXPanel + l] = 0.0f;
+      }
+    }
+  }
+}
+
+void set_num_threads(int n) { g_num_threads.store(n < 0 ? 0 : n); }
+
+int num_threads() {
+  const int n = g_num_threads.load();
+  if (n > 0) return n;
+#if defined(FKV_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
+                 const WeightMatrix& w, float* y, int64_t y_stride) {
+  check_weight(w);
+  FKV_CHECK(n >= 0 && (n <= 1 || (x_stride >= w.cols && y_stride >= w.rows)),
+            "matmul '%s': n %lld, x_stride %lld, y_stride %lld for [%lld, %lld]", w.name.c_str(),
+            static_cast<long long>(n), static_cast<long long>(x_stride),
+            static_cast<long long>(y_stride), static_cast<long long>(w.rows),
+            static_cast<long long>(w.cols));
+  if (n == 0 || w.rows == 0) return;
+  const int64_t tiles = (w.rows + kTileRows - 1) / kTileRows;
+  int64_t threads = std::min<int64_t>(num_threads(), tiles);
+  if (n * w.rows * w.cols < kMinParallelMacs) threads = 1;
+  // Packing x costs O(n * cols) once per call, shared by all tiles.
+  const float* xp = nullptr;
+  if (k.gemm_xpacked != nullptr && n >= kXPanel) {
+    const int64_t n_packed = n / kXPanel * kXPanel;
+    float* buf = xpack_scratch(static_cast<size_t>(n_packed * w.cols));
+    pack_x_panels(x, n_packed, x_stride, w.cols, buf);
+    xp = buf;
+  }
+  auto run_tile = [&](int64_t t) {
+    const int64_t r0 = t * kTileRows;
+    matmul_tile(k, x, n, x_stride, xp, w, r0, std::min(kTileRows, w.rows - r0), y, y_stride);
+  };
+#if defined(FKV_OPENMP)
+  if (threads > 1) {
+    const int nt = static_cast<int>(threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) run_tile(t);
+    return;
+  }
+#endif
+  for (int64_t t = 0; t < tiles; ++t) run_tile(t);
+}
+
+void matmul(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
+            int64_t y_stride) {
+  matmul_with(active_kernels(), x, n, x_stride, w, y, y_stride);
+}
+
+void weight_row_to_f32(const WeightMatrix& w, int64_t r, float* dst) {
+  check_weight(w);
+  FKV_CHECK(r >= 0 && r < w.rows, "weight '%s': row %lld out of [0, %lld)", w.name.c_str(),
+            static_cast<long long>(r), static_cast<long long>(w.rows));
+  convert_row(active_kernels(), w, r, dst);
+}
+
+void matmul_scalar(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
+                   int64_t y_stride) {
+  check_weight(w);
+  const KernelTable& k = scalar_kernel_table();
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    convert_row(k, w, r, row.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const float* xi = x + i * x_stride;
+      double acc = 0.0;
+      for (int64_t c = 0; c < w.cols; ++c) acc += static_cast<double>(xi[c]) * row[c];
+      y[i * y_stride + r] = static_cast<float>(acc);
+    }
+  }
+}
+
+}  // namespace fkv

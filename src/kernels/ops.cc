@@ -1,0 +1,105 @@
+// Dispatch: picks the best kernel variant once, and the unqualified kernels that forward to it.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/check.h"
+#include "kernels/dispatch.h"
+
+namespace fkv {
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return true;
+#if defined(__x86_64__)
+    case Isa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+    case Isa::kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#endif
+    default:
+      return false;
+  }
+}
+
+const KernelTable* kernel_table(Isa isa) {
+  if (!isa_supported(isa)) return nullptr;
+  switch (isa) {
+    case Isa::kScalar:
+      return &scalar_kernel_table();
+#if defined(__x86_64__)
+    case Isa::kAvx2:
+      return &avx2_kernel_table();
+    case Isa::kAvx512:
+      return &avx512_kernel_table();
+#endif
+    default:
+      return nullptr;
+  }
+}
+
+namespace {
+
+const KernelTable* pick_kernels() {
+  // FKV_ISA caps the choice (e.g. to compare variants end to end); unknown values are ignored.
+  int cap = kNumIsas - 1;
+  if (const char* env = std::getenv("FKV_ISA")) {
+    if (std::strcmp(env, "scalar") == 0) cap = 0;
+    if (std::strcmp(env, "avx2") == 0) cap = 1;
+  }
+  for (int i = cap; i > 0; --i) {
+    if (const KernelTable* k = kernel_table(static_cast<Isa>(i))) return k;
+  }
+  return &scalar_kernel_table();
+}
+
+}  // namespace
+
+const KernelTable& active_kernels() {
+  static const KernelTable* const k = pick_kernels();
+  return *k;
+}
+
+const char* kernel_isa_name() { return active_kernels().name; }
+
+float dot(const float* a, const float* b, int64_t n) { return active_kernels().dot(a, b, n); }
+void axpy(float alpha, const float* x, float* y, int64_t n) {
+  active_kernels().axpy(alpha, x, y, n);
+}
+void rms_norm_row(const float* x, const float* w, int64_t dim, float eps, float* y) {
+  active_kernels().rms_norm_row(x, w, dim, eps, y);
+}
+void silu_mul(float* gate, const float* up, int64_t n) { active_kernels().silu_mul(gate, up, n); }
+void add_inplace(float* y, const float* x, int64_t n) { active_kernels().add_inplace(y, x, n); }
+void softmax_inplace(float* x, int64_t n) { active_kernels().softmax_inplace(x, n); }
+
+void rope_row_with(const KernelTable& k, float* x, int n_heads, int head_dim, int rot_dim,
+                   int32_t pos, const float* inv_freq, RopeStyle style) {
+  constexpr int kMaxHalf = 1024;
+  FKV_CHECK(rot_dim % 2 == 0 && rot_dim <= head_dim && rot_dim / 2 <= kMaxHalf,
+            "rope: rot_dim %d must be even, <= head_dim %d and <= %d", rot_dim, head_dim,
+            2 * kMaxHalf);
+  const int half = rot_dim / 2;
+  // The angle is rounded to float like HF's (pos * inv_freq) in f32; cos/sin are then taken in
+  // double so large positions lose nothing further.
+  float cos_t[kMaxHalf];
+  float sin_t[kMaxHalf];
+  const float fpos = static_cast<float>(pos);
+  for (int i = 0; i < half; ++i) {
+    const double angle = static_cast<double>(fpos * inv_freq[i]);
+    cos_t[i] = static_cast<float>(std::cos(angle));
+    sin_t[i] = static_cast<float>(std::sin(angle));
+  }
+  k.rope_rotate(x, n_heads, head_dim, rot_dim, cos_t, sin_t, style);
+}
+
+void rope_row(float* x, int n_heads, int head_dim, int rot_dim, int32_t pos, const float* inv_freq,
+              RopeStyle style) {
+  rope_row_with(active_kernels(), x, n_heads, head_dim, rot_dim, pos, inv_freq, style);
+}
+
+}  // namespace fkv
