@@ -18,6 +18,10 @@
 #include "kernels/matmul.h"
 #include "kv/policy.h"
 
+#ifdef FKV_OPENMP
+#include <omp.h>
+#endif
+
 namespace {
 
 using fkv::Expected;
@@ -231,6 +235,9 @@ int cmd_generate(const std::vector<std::string>& args) {
     const long long t = std::strtoll(pa->str("threads").c_str(), nullptr, 10);
     if (t < 1 || t > 1024) return fail(Status::error(strfmt("--threads must be in [1, 1024], got %lld", t)));
     fkv::set_num_threads(static_cast<int>(t));
+#ifdef FKV_OPENMP
+    omp_set_num_threads(static_cast<int>(t));  // engine and scoring regions too
+#endif
   }
 
   auto path = fkv::resolve_model_path(pa->str("model"));

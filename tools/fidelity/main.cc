@@ -21,6 +21,10 @@
 #include "engine/engine.h"
 #include "kernels/matmul.h"
 #include "kv/policy.h"
+
+#ifdef FKV_OPENMP
+#include <omp.h>
+#endif
 #include "sampler/sampler.h"
 
 namespace {
@@ -201,7 +205,12 @@ int main(int argc, char** argv) {
   if (o.source != "essays" && o.source != "self") return fail("--source must be essays or self");
   if (o.source == "essays" && o.essays_dir.empty()) return fail("--essays DIR is required");
   if (o.gen < 1) return fail("--gen must be >= 1");
-  if (o.threads > 0) fkv::set_num_threads(o.threads);
+  if (o.threads > 0) {
+    fkv::set_num_threads(o.threads);
+#ifdef FKV_OPENMP
+    omp_set_num_threads(o.threads);
+#endif
+  }
 
   auto path = fkv::resolve_model_path(o.model);
   if (!path) return fail(path.error());
