@@ -65,6 +65,13 @@ class GgufFile {
   std::shared_ptr<MappedFile> mapping() const { return file_; }
 
  private:
+  friend Expected<GgufFile> parse_gguf(std::shared_ptr<MappedFile> file);
+  friend Status parse_gguf_bytes(const uint8_t* data, size_t size, const std::string& name);
+  // Parses the image [data, data+size) into `out`; `name` is used in error messages only.
+  static Status parse_image(const uint8_t* data, size_t size, const std::string& name,
+                            GgufFile* out);
+  const GgufValue* find_value(const std::string& key) const;
+
   std::shared_ptr<MappedFile> file_;
   uint32_t version_ = 0;
   uint32_t alignment_ = 32;
