@@ -5,6 +5,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kv/kv_cache.h"
@@ -27,45 +28,14 @@ struct Rows {
   int n() const { return static_cast<int>(pos.size()); }
 };
 
-// Causal self-attention over the rows of one prefill step, masked by original position (and the
-// sliding window, when the model has one).
-//   q   : [n, n_heads * hd]      k, v : [n, n_kv_heads * hd]      out : [n, n_heads * hd]
-void attention_prefill(const ModelConfig& c, const float* q, const float* k, const float* v,
-                       std::span<const int32_t> pos, float scale, float* out) {
-  const int n = static_cast<int>(pos.size());
-  const int hd = c.head_dim;
-  const int64_t q_stride = static_cast<int64_t>(c.n_heads) * hd;
-  const int64_t kv_stride = static_cast<int64_t>(c.n_kv_heads) * hd;
-  const int group = c.n_group();
-  // Threads only pay off once there is real work (tiny models decode faster on one core).
-  const bool parallel = static_cast<int64_t>(n) * n * c.n_heads * hd > (1 << 18);
-#pragma omp parallel if (parallel)
-  {
-    std::vector<float> scores(static_cast<size_t>(n));
-#pragma omp for schedule(dynamic, 4) collapse(2)
-    for (int h = 0; h < c.n_heads; ++h) {
-      for (int r = 0; r < n; ++r) {
-        const int g = h / group;
-        const float* qr = q + r * q_stride + static_cast<int64_t>(h) * hd;
-        int lo = 0;
-        if (c.sliding_window > 0) {
-          // First row whose position is inside the window: pos[r] - pos[j] < window.
-          const int32_t min_pos = pos[r] - c.sliding_window + 1;
-          lo = static_cast<int>(std::lower_bound(pos.begin(), pos.begin() + r, min_pos) - pos.begin());
-        }
-        const int len = r - lo + 1;
-        for (int j = 0; j < len; ++j) {
-          scores[j] = dot(qr, k + (lo + j) * kv_stride + static_cast<int64_t>(g) * hd, hd) * scale;
-        }
-        softmax_inplace(scores.data(), len);
-        float* o = out + r * q_stride + static_cast<int64_t>(h) * hd;
-        std::fill(o, o + hd, 0.0f);
-        for (int j = 0; j < len; ++j) {
-          axpy(scores[j], v + (lo + j) * kv_stride + static_cast<int64_t>(g) * hd, o, hd);
-        }
-      }
-    }
-  }
+AttentionShape attention_shape(const ModelConfig& c, float scale) {
+  AttentionShape s;
+  s.n_heads = c.n_heads;
+  s.n_kv_heads = c.n_kv_heads;
+  s.head_dim = c.head_dim;
+  s.scale = scale;
+  s.sliding_window = c.sliding_window;
+  return s;
 }
 
 void rms_norm_rows(const float* x, int n, int dim, const std::vector<float>& w, float eps, float* y) {
@@ -107,15 +77,8 @@ struct Session::Impl {
   // Scratch, sized on demand and reused.
   std::vector<float> xn, q, k, v, att, proj, gate, up;
 
-  Impl(const Model& m, KvPolicy& p, const SessionOptions& o) : model(m), policy(p), opts(o) {
-    const ModelConfig& c = m.config();
-    info.model_name = c.model_name;
-    info.n_layers = c.n_layers;
-    info.n_heads = c.n_heads;
-    info.n_kv_heads = c.n_kv_heads;
-    info.head_dim = c.head_dim;
-    info.n_ctx = c.n_ctx;
-  }
+  Impl(const Model& m, KvPolicy& p, const SessionOptions& o)
+      : model(m), policy(p), opts(o), info(m.policy_info()) {}
 
   float scale() const { return 1.0f / std::sqrt(static_cast<float>(model.config().head_dim)); }
 
@@ -233,7 +196,11 @@ struct Session::Impl {
       rms_norm_rows(rows.x.data(), n, d, L.attn_norm, c.rms_eps, xn.data());
       qkv(L, n, rows.pos);
       att.resize(static_cast<size_t>(n) * c.n_heads * c.head_dim);
-      attention_prefill(c, q.data(), k.data(), v.data(), rows.pos, scale(), att.data());
+      // Causal by original position (and the sliding window, when the model has one).
+      const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
+      attention_prefill(attention_shape(c, scale()), q.data(), q_dim, k.data(), v.data(),
+                        static_cast<int64_t>(c.n_kv_heads) * c.head_dim, rows.pos.data(), n,
+                        att.data(), q_dim);
       const LayerView lv = make_view(il, n_prompt, rows);
       if (po.prompt_select != nullptr && il == po.stop_layer) {
         po.prompt_select->clear();
@@ -395,6 +362,10 @@ struct Session::Impl {
     embed(tok, x);
     const int32_t pos_arr[1] = {p};
     KeepLists keep;
+    // Per-KV-head cache views for the attention kernel ([n_kv_heads] each).
+    std::vector<const float*> head_k(c.n_kv_heads), head_v(c.n_kv_heads);
+    std::vector<const int32_t*> head_pos(c.n_kv_heads);
+    std::vector<int> head_len(c.n_kv_heads);
     for (int il = 0; il < c.n_layers; ++il) {
       const LayerWeights& L = model.layer(il);
       xn.resize(d);
@@ -402,26 +373,16 @@ struct Session::Impl {
       qkv(L, 1, pos_arr);
       LayerKv& lkv = kv.layer(il);
       lkv.append(k.data(), v.data(), p);
-      att.assign(static_cast<size_t>(c.n_heads) * hd, 0.0f);
-      const int group = c.n_group();
-      const bool parallel = static_cast<int64_t>(c.n_heads) * lkv.head(0).len() * hd > (1 << 16);
-#pragma omp parallel for schedule(static) if (parallel)
-      for (int h = 0; h < c.n_heads; ++h) {
-        const HeadKv& head = lkv.head(h / group);
-        int lo = 0;
-        if (c.sliding_window > 0) {
-          lo = static_cast<int>(std::lower_bound(head.pos(), head.pos() + head.len(),
-                                                 p - c.sliding_window + 1) -
-                                head.pos());
-        }
-        const int len = head.len() - lo;
-        std::vector<float> scores(len);
-        const float* qh = q.data() + static_cast<int64_t>(h) * hd;
-        for (int j = 0; j < len; ++j) scores[j] = dot(qh, head.k() + (lo + j) * hd, hd) * scale();
-        softmax_inplace(scores.data(), len);
-        float* o = att.data() + static_cast<int64_t>(h) * hd;
-        for (int j = 0; j < len; ++j) axpy(scores[j], head.v() + (lo + j) * hd, o, hd);
+      att.resize(static_cast<size_t>(c.n_heads) * hd);
+      for (int g = 0; g < c.n_kv_heads; ++g) {
+        const HeadKv& head = lkv.head(g);
+        head_k[g] = head.k();
+        head_v[g] = head.v();
+        head_pos[g] = head.pos();
+        head_len[g] = head.len();
       }
+      attention_decode(attention_shape(c, scale()), q.data(), head_k.data(), head_v.data(),
+                       head_pos.data(), head_len.data(), p, att.data());
       DecodeView dv;
       dv.il = il;
       dv.model = &info;

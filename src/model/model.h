@@ -9,6 +9,7 @@
 #include "core/mmap_file.h"
 #include "core/status.h"
 #include "kernels/matmul.h"
+#include "kv/policy.h"
 #include "model/config.h"
 
 namespace fkv {
@@ -49,6 +50,11 @@ class Model {
   const LayerWeights& layer(int il) const { return layers_[il]; }
   const std::vector<float>& rope_inv_freq() const { return inv_freq_; }  // [rot_dim / 2]
   size_t weight_bytes() const { return weight_bytes_; }
+  // What a KV policy may know of this model.
+  PolicyModelInfo policy_info() const {
+    const ModelConfig& c = config_;
+    return {c.model_name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.n_ctx};
+  }
 
  private:
   Model() = default;

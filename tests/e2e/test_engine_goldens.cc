@@ -26,8 +26,7 @@ const fs::path kShared = FKV_SHARED_DIR;
 std::unique_ptr<KvPolicy> full_policy(const Model& m) {
   PolicyOptions po;
   po.method = "fullkv";
-  const ModelConfig& c = m.config();
-  auto p = make_policy(po, {c.model_name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.n_ctx});
+  auto p = make_policy(po, m.policy_info());
   EXPECT_TRUE(p.has_value()) << p.error();
   return std::move(p.value());
 }
@@ -142,7 +141,7 @@ TEST(Engine, DecodePositionsFollowThePromptWhateverIsDropped) {
   PolicyOptions po;
   po.method = "streamingllm";
   po.kv_budget = 16;
-  auto policy = make_policy(po, {c.model_name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.n_ctx});
+  auto policy = make_policy(po, (*model)->policy_info());
   ASSERT_TRUE(policy.has_value()) << policy.error();
   Session s(**model, **policy, {});
   std::vector<int32_t> prompt(100);

@@ -35,17 +35,7 @@ const Model& fixture() {
   return *model;
 }
 
-PolicyModelInfo info_of(const Model& m) {
-  PolicyModelInfo info;
-  const ModelConfig& c = m.config();
-  info.model_name = c.model_name;
-  info.n_layers = c.n_layers;
-  info.n_heads = c.n_heads;
-  info.n_kv_heads = c.n_kv_heads;
-  info.head_dim = c.head_dim;
-  info.n_ctx = c.n_ctx;
-  return info;
-}
+PolicyModelInfo info_of(const Model& m) { return m.policy_info(); }
 
 PolicyOptions options_from(const std::string& method, const json& j) {
   PolicyOptions o;

@@ -250,8 +250,7 @@ int cmd_generate(const std::vector<std::string>& args) {
 
   auto popts = policy_options(*pa);
   if (!popts) return fail(popts.status());
-  fkv::PolicyModelInfo info{cfg.model_name, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.n_ctx};
-  auto policy = fkv::make_policy(*popts, info);
+  auto policy = fkv::make_policy(*popts, (*model)->policy_info());
   if (!policy) return fail(policy.status());
 
   // Prompt -> token ids (through the chat template with --chat).

@@ -108,9 +108,7 @@ fkv::Expected<std::vector<int32_t>> build_prompt(const Options& o, const fkv::Mo
                                                  const fkv::Tokenizer& tok, int n) {
   if (o.source == "self") {
     fkv::PolicyOptions po;
-    const auto& c = model.config();
-    auto policy = fkv::make_policy(po, {c.model_name, c.n_layers, c.n_heads, c.n_kv_heads,
-                                        c.head_dim, c.n_ctx});
+    auto policy = fkv::make_policy(po, model.policy_info());
     if (!policy) return policy.status();
     fkv::SessionOptions so;
     so.max_new_tokens = n;
@@ -219,7 +217,7 @@ int main(int argc, char** argv) {
   auto tok = fkv::load_tokenizer_for(**model);
   if (!tok) return fail(tok.error());
   const fkv::ModelConfig& c = (*model)->config();
-  const fkv::PolicyModelInfo info{c.model_name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.n_ctx};
+  const fkv::PolicyModelInfo info = (*model)->policy_info();
 
   std::vector<Row> rows;
   for (int n : o.lengths) {

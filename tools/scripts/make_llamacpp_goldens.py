@@ -198,7 +198,7 @@ def run_prompt(llm, name, text, with_logits):
 
 def make(model_key, path, shared, commit, out_dir):
     probe = Llama(model_path=path, n_ctx=64, n_threads=2, verbose=False)
-    n_ctx_train = probe.n_ctx_train()
+    n_ctx_train = probe._model.n_ctx_train()
     meta = dict(probe.metadata)
     del probe
     n_ctx = min(8192, n_ctx_train)
