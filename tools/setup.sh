@@ -8,6 +8,15 @@ bash tools/install_deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target fastkv
 python3 tools/scripts/fetch_models.py smollm2-135m-instruct >/dev/null
-./build/fastkv generate --model smollm2-135m-instruct --chat \
-  --prompt "${FASTKV_PROMPT:-In three sentences, why does a KV cache speed up text generation?}" \
+# A long-context chat prompt (one of the Paul Graham essays in ../shared + a question), where FastKV
+# has something to compress; FASTKV_PROMPT replaces it with your own text.
+prompt_file="$(mktemp)"
+trap 'rm -f "$prompt_file"' EXIT
+if [[ -n "${FASTKV_PROMPT:-}" ]]; then
+  printf '%s' "$FASTKV_PROMPT" > "$prompt_file"
+else
+  essay="${FKV_SHARED_DIR:-$root/../shared}/data/needle/PaulGrahamEssays/goodtaste.txt"
+  { cat "$essay"; printf '\n\nIn two sentences, what does the essay above argue?'; } > "$prompt_file"
+fi
+./build/fastkv generate --model smollm2-135m-instruct --chat --prompt-file "$prompt_file" \
   --method fastkv --max-new-tokens 128
