@@ -1,5 +1,7 @@
 #include "engine/app.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -16,6 +18,16 @@ const std::map<std::string, std::string>& model_table() {
   return table;
 }
 }  // namespace
+
+void ensure_passive_openmp_wait(char** argv) {
+#ifdef FKV_OPENMP
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  ::setenv("OMP_WAIT_POLICY", "passive", 1);
+  ::execv("/proc/self/exe", argv);  // only returns on failure: carry on with the default policy
+#else
+  (void)argv;
+#endif
+}
 
 std::string model_cache_dir() {
   if (const char* dir = std::getenv("FASTKV_MODEL_DIR"); dir != nullptr && *dir != '\0') return dir;

@@ -15,6 +15,13 @@
 
 namespace fkv {
 
+// OpenMP threads spin while they wait for work by default; on a machine whose cores are busy with
+// other processes that spinning stalls every parallel region (measured: decode 25x slower with
+// 2 threads under load). libgomp reads OMP_WAIT_POLICY only at start-up, so a front-end calls this
+// first thing in main(): when the user has not chosen a policy it sets "passive" and re-executes
+// itself once. Returns normally when nothing needs doing (or the re-exec failed).
+void ensure_passive_openmp_wait(char** argv);
+
 // Folder of fetched models: $FASTKV_MODEL_DIR, else ~/.cache/fastkv/models.
 std::string model_cache_dir();
 // A path is returned as is; a known short name ("smollm2-135m-instruct", "stories260k")
