@@ -27,7 +27,11 @@ The logits of every position come from one eval() of the whole prompt with logit
 (batches of n_batch = 512, like llama.cpp's default).
 
 Usage: python3 tools/scripts/make_llamacpp_goldens.py [--shared /work/shared]
-           [--only smollm2-135m-instruct|stories260K] [--llama-cpp-commit SHA]
+           [--only smollm2-135m-instruct|stories260K] [--llama-cpp-commit SHA] [--self-check]
+--self-check writes nothing: it re-runs llama.cpp on the golden prompts that have last_logits with
+two other settings (one token per batch, i.e. its decode kernels, prompts <= 1000 tokens; f16
+KV cache) and prints how far
+llama.cpp moves from its own golden. That spread calibrates the C++ test's tolerances.
 Needs: pip install llama-cpp-python jinja2 numpy (the version used is recorded in the golden).
 """
 import argparse
@@ -260,11 +264,37 @@ def make(model_key, path, shared, commit, out_dir):
     print(f"wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB)", flush=True)
 
 
+def self_check(model_key, path, out_dir):
+    with open(os.path.join(out_dir, f"llamacpp_{model_key}.json"), encoding="utf-8") as f:
+        golden = json.load(f)
+    n_ctx = golden["oracle"]["n_ctx"]
+    variants = {"n_batch=1": dict(n_batch=1, n_ubatch=1, type_k=GGML_TYPE_F32,
+                                  type_v=GGML_TYPE_F32),
+                "f16 KV": dict(n_batch=512, type_k=None, type_v=None)}
+    for vname, kw in variants.items():
+        llm = Llama(model_path=path, n_ctx=n_ctx, logits_all=True, n_threads=2, n_threads_batch=2,
+                    seed=1234, verbose=False, flash_attn=False, **kw)
+        for p in golden["prompts"]:
+            if "last_logits" not in p:
+                continue
+            if kw["n_batch"] == 1 and len(p["ids"]) > 1000:
+                continue  # one token per eval: ~0.1 s each on 2 cores
+            llm.reset()
+            llm.eval(p["ids"])
+            s = np.array(llm.scores[: len(p["ids"]), :], dtype=np.float32)
+            agree = float(np.mean(s.argmax(axis=1) == np.array(p["top1"])))
+            diff = float(np.abs(s[-1] - np.array(p["last_logits"])).max())
+            print(f"{model_key} {p['name']} {vname}: last-logit max |diff| {diff:.4g}, "
+                  f"top-1 agreement {agree:.4f}", flush=True)
+        del llm
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(__file__),
                                                      "../../../shared"))
     ap.add_argument("--only", default=None)
+    ap.add_argument("--self-check", action="store_true")
     ap.add_argument("--llama-cpp-commit", default="0c1e57098bba43ac29e6e3b677cdceebdd22334f",
                     help="vendored llama.cpp commit of the installed llama-cpp-python (the "
                          "package does not expose it; read it from the sdist's vendor/llama.cpp)")
@@ -282,7 +312,10 @@ def main():
             continue
         if not os.path.exists(path):
             sys.exit(f"{path} missing (python3 tools/scripts/fetch_models.py {key})")
-        make(key, path, os.path.abspath(args.shared), args.llama_cpp_commit, out_dir)
+        if args.self_check:
+            self_check(key, path, out_dir)
+        else:
+            make(key, path, os.path.abspath(args.shared), args.llama_cpp_commit, out_dir)
 
 
 if __name__ == "__main__":
