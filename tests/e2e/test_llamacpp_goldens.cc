@@ -61,9 +61,7 @@ json load_golden(const std::string& name) {
 std::unique_ptr<KvPolicy> full_policy(const Model& m) {
   PolicyOptions po;
   po.method = "fullkv";
-  const ModelConfig& c = m.config();
-  auto p =
-      make_policy(po, {c.model_name, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.n_ctx});
+  auto p = make_policy(po, m.policy_info());
   EXPECT_TRUE(p.has_value()) << p.error();
   return std::move(p.value());
 }
