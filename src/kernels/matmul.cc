@@ -1,10 +1,14 @@
 // matmul driver: splits output rows into fixed tiles over OpenMP threads and runs the ISA's
 // micro-kernels on each. The tiling does not depend on the thread count and every output element
 // is produced by exactly one micro-kernel call, so results are bitwise thread-count independent.
+// Weights with a quantised dot (quant/quant_dot.h) take ggml's route instead of conversion to f32:
+// each x row is quantised once per call to the weight's vec_dot_type, then every output element is
+// an integer block dot product scaled in f32, as llama.cpp's CPU backend computes it.
 #include "kernels/matmul.h"
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -15,6 +19,7 @@
 #include "core/check.h"
 #include "kernels/dispatch.h"
 #include "quant/quant.h"
+#include "quant/quant_dot.h"
 
 namespace fkv {
 namespace {
@@ -28,6 +33,8 @@ constexpr int64_t kTileRows = 24;
 // every register block of weight rows) so they are still in L1.
 constexpr int64_t kSmallN = 8;
 constexpr int64_t kSmallNChunk = 12;
+// Output rows per work item of the quantised-dot path when n >= kSmallN.
+constexpr int64_t kQDotPrefillTileRows = 96;
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
 
@@ -43,6 +50,46 @@ float* xpack_scratch(size_t floats) {
   thread_local std::vector<float> buf;
   if (buf.size() < floats) buf.resize(floats);
   return buf.data();
+}
+
+// The calling thread's quantised copy of x (activation blocks), shared read-only with the workers.
+uint8_t* xquant_scratch(size_t bytes) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < bytes) buf.resize(bytes);
+  return buf.data();
+}
+
+// The quantised-dot kernel matching the variant `k` (scalar table -> scalar twin, so
+// matmul_with(scalar) stays a portable reference; avx2 table -> at most the AVX2 kernels), or
+// nullptr for weights without one.
+// FKV_QDOT=0 turns the quantised dot off (weights go through dequantize_row and f32 kernels), for
+// A/B measurements in one binary; FKV_QDOT=all also uses it for prefill (see below).
+int quant_dot_mode() {  // 0 off, 1 default, 2 all
+  static const int mode = [] {
+    const char* env = std::getenv("FKV_QDOT");
+    if (env == nullptr) return 1;
+    if (std::strcmp(env, "0") == 0) return 0;
+    return std::strcmp(env, "all") == 0 ? 2 : 1;
+  }();
+  return mode;
+}
+
+// The quantised-dot kernel matching the variant `k` (scalar table -> scalar twin, so
+// matmul_with(scalar) stays a portable reference; avx2 table -> at most the AVX2 kernels), or
+// nullptr for the f32 path. By default the quantised dot serves only products of fewer than
+// kSmallN x rows (decode): there it is 2.4-20x faster, while for prefill its one-row-at-a-time
+// kernels run at 0.25-0.8x of dequantise + blocked f32 (docs/KERNELS.md).
+QDotFn quant_dot_for(const KernelTable& k, DType t, int64_t n) {
+  const int mode = quant_dot_mode();
+  if (!has_quant_dot(t) || mode == 0) return nullptr;
+  if (mode == 1 && n >= kSmallN) return nullptr;
+  QDotIsa isa = quant_dot_best_isa();
+  if (&k == &scalar_kernel_table()) isa = QDotIsa::kScalar;
+#if defined(__x86_64__)
+  if (&k == &avx2_kernel_table() && isa == QDotIsa::kAvx512) isa = QDotIsa::kAvx2;
+#endif
+  QDotFn f = quant_dot_fn(t, isa);
+  return f != nullptr ? f : quant_dot_fn(t, QDotIsa::kScalar);
 }
 
 bool is_plain(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
@@ -167,6 +214,42 @@ void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stri
   const int64_t tiles = (w.rows + kTileRows - 1) / kTileRows;
   int64_t threads = std::min<int64_t>(num_threads(), tiles);
   if (n * w.rows * w.cols < kMinParallelMacs) threads = 1;
+  if (const QDotFn qdot = quant_dot_for(k, w.dtype, n); qdot != nullptr) {
+    // Quantising x costs O(n * cols) once per call; each row is independent, so splitting the rows
+    // over threads does not change the bytes.
+    const size_t xq_stride = vec_dot_row_bytes(w.dtype, w.cols);
+    uint8_t* xq = xquant_scratch(xq_stride * static_cast<size_t>(n));
+    auto quantize = [&](int64_t i) {
+      quantize_row_for_dot(w.dtype, x + i * x_stride, xq + static_cast<size_t>(i) * xq_stride,
+                           w.cols);
+    };
+    // The kernels give each element the same bits whatever the tile, so the tile may depend on n:
+    // with several x rows, bigger tiles amortise the kernels' per-call packing of x.
+    const int64_t qtile = n >= kSmallN ? kQDotPrefillTileRows : kTileRows;
+    const int64_t qtiles = (w.rows + qtile - 1) / qtile;
+    const int64_t qthreads = std::min(threads, qtiles);
+    auto run_qtile = [&](int64_t t) {
+      const int64_t r0 = t * qtile;
+      qdot(w.row(r0), w.row_bytes, std::min(qtile, w.rows - r0), xq, xq_stride, n, w.cols, y + r0,
+           y_stride);
+    };
+#if defined(FKV_OPENMP)
+    if (qthreads > 1) {
+      const int nt = static_cast<int>(qthreads);
+#pragma omp parallel num_threads(nt)
+      {
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n; ++i) quantize(i);
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < qtiles; ++t) run_qtile(t);
+      }
+      return;
+    }
+#endif
+    for (int64_t i = 0; i < n; ++i) quantize(i);
+    for (int64_t t = 0; t < qtiles; ++t) run_qtile(t);
+    return;
+  }
   // Packing x costs O(n * cols) once per call, shared by all tiles.
   const float* xp = nullptr;
   if (k.gemm_xpacked != nullptr && n >= kXPanel) {

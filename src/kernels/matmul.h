@@ -1,5 +1,6 @@
 // Matrix products against weights in any supported dtype (f32/f16/bf16/ggml quants).
-// Weights stay in their stored format (mmap'd); tiles are converted to f32 on the fly.
+// Weights stay in their stored format (mmap'd). Prefill converts weight tiles to f32 on the fly;
+// decode-sized products on quantized weights use llama.cpp-style 8-bit activation dot products.
 #pragma once
 
 #include <cstddef>
