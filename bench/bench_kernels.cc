@@ -180,8 +180,8 @@ void naive_attention(const KernelTable& kt, const AttnBenchData& b, int n, std::
       const float* qr = b.q.data() + r * q_stride + static_cast<int64_t>(h) * hd;
       const int len = r + 1;
       for (int j = 0; j < len; ++j) {
-        sc[j] = kt.dot(qr, b.k.data() + j * kv_stride + static_cast<int64_t>(g) * hd, hd) *
-                b.s.scale;
+        sc[j] =
+            kt.dot(qr, b.k.data() + j * kv_stride + static_cast<int64_t>(g) * hd, hd) * b.s.scale;
       }
       kt.softmax_inplace(sc.data(), len);
       float* o = out + r * q_stride + static_cast<int64_t>(h) * hd;

@@ -6,10 +6,9 @@ namespace fkv {
     __attribute__((format(printf, 4, 5)));
 }  // namespace fkv
 
-#define FKV_CHECK(cond, ...)                                                      \
-  do {                                                                            \
-    if (__builtin_expect(!(cond), 0))                                             \
-      ::fkv::check_failed(__FILE__, __LINE__, #cond, __VA_ARGS__);                \
+#define FKV_CHECK(cond, ...)                                                                       \
+  do {                                                                                             \
+    if (__builtin_expect(!(cond), 0)) ::fkv::check_failed(__FILE__, __LINE__, #cond, __VA_ARGS__); \
   } while (0)
 #ifdef NDEBUG
 #define FKV_DCHECK(cond, ...) ((void)0)

@@ -6,26 +6,46 @@ namespace fkv {
 
 std::optional<DTypeInfo> dtype_info(DType t) {
   switch (t) {
-    case DType::kF32: return DTypeInfo{"f32", 1, 4, true};
-    case DType::kF16: return DTypeInfo{"f16", 1, 2, true};
-    case DType::kBF16: return DTypeInfo{"bf16", 1, 2, true};
-    case DType::kQ4_0: return DTypeInfo{"q4_0", 32, 18, false};
-    case DType::kQ4_1: return DTypeInfo{"q4_1", 32, 20, false};
-    case DType::kQ5_0: return DTypeInfo{"q5_0", 32, 22, false};
-    case DType::kQ5_1: return DTypeInfo{"q5_1", 32, 24, false};
-    case DType::kQ8_0: return DTypeInfo{"q8_0", 32, 34, false};
-    case DType::kQ8_1: return DTypeInfo{"q8_1", 32, 36, false};
-    case DType::kQ2_K: return DTypeInfo{"q2_k", 256, 84, false};
-    case DType::kQ3_K: return DTypeInfo{"q3_k", 256, 110, false};
-    case DType::kQ4_K: return DTypeInfo{"q4_k", 256, 144, false};
-    case DType::kQ5_K: return DTypeInfo{"q5_k", 256, 176, false};
-    case DType::kQ6_K: return DTypeInfo{"q6_k", 256, 210, false};
-    case DType::kQ8_K: return DTypeInfo{"q8_k", 256, 292, false};
-    case DType::kI8: return DTypeInfo{"i8", 1, 1, false};
-    case DType::kI16: return DTypeInfo{"i16", 1, 2, false};
-    case DType::kI32: return DTypeInfo{"i32", 1, 4, false};
-    case DType::kI64: return DTypeInfo{"i64", 1, 8, false};
-    case DType::kF64: return DTypeInfo{"f64", 1, 8, false};
+    case DType::kF32:
+      return DTypeInfo{"f32", 1, 4, true};
+    case DType::kF16:
+      return DTypeInfo{"f16", 1, 2, true};
+    case DType::kBF16:
+      return DTypeInfo{"bf16", 1, 2, true};
+    case DType::kQ4_0:
+      return DTypeInfo{"q4_0", 32, 18, false};
+    case DType::kQ4_1:
+      return DTypeInfo{"q4_1", 32, 20, false};
+    case DType::kQ5_0:
+      return DTypeInfo{"q5_0", 32, 22, false};
+    case DType::kQ5_1:
+      return DTypeInfo{"q5_1", 32, 24, false};
+    case DType::kQ8_0:
+      return DTypeInfo{"q8_0", 32, 34, false};
+    case DType::kQ8_1:
+      return DTypeInfo{"q8_1", 32, 36, false};
+    case DType::kQ2_K:
+      return DTypeInfo{"q2_k", 256, 84, false};
+    case DType::kQ3_K:
+      return DTypeInfo{"q3_k", 256, 110, false};
+    case DType::kQ4_K:
+      return DTypeInfo{"q4_k", 256, 144, false};
+    case DType::kQ5_K:
+      return DTypeInfo{"q5_k", 256, 176, false};
+    case DType::kQ6_K:
+      return DTypeInfo{"q6_k", 256, 210, false};
+    case DType::kQ8_K:
+      return DTypeInfo{"q8_k", 256, 292, false};
+    case DType::kI8:
+      return DTypeInfo{"i8", 1, 1, false};
+    case DType::kI16:
+      return DTypeInfo{"i16", 1, 2, false};
+    case DType::kI32:
+      return DTypeInfo{"i32", 1, 4, false};
+    case DType::kI64:
+      return DTypeInfo{"i64", 1, 8, false};
+    case DType::kF64:
+      return DTypeInfo{"f64", 1, 8, false};
   }
   return std::nullopt;
 }
@@ -75,7 +95,7 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000u;
   const uint32_t absx = x & 0x7fffffffu;
-  if (absx > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (absx > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
   if (absx < 0x38800000u) {                                               // subnormal / zero
     if (absx < 0x33000000u) return static_cast<uint16_t>(sign);

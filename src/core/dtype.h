@@ -34,10 +34,10 @@ enum class DType : uint32_t {
 };
 
 struct DTypeInfo {
-  const char* name;    // "f32", "q4_0", ...
-  int block_elems;     // elements per block (1 for plain types)
-  int block_bytes;     // bytes per block
-  bool is_float_plain; // f32/f16/bf16
+  const char* name;     // "f32", "q4_0", ...
+  int block_elems;      // elements per block (1 for plain types)
+  int block_bytes;      // bytes per block
+  bool is_float_plain;  // f32/f16/bf16
 };
 
 // nullopt for an id fastkv does not know.

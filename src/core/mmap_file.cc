@@ -14,7 +14,8 @@ namespace fkv {
 
 Expected<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::error(strfmt("cannot open '%s': %s", path.c_str(), std::strerror(errno)));
+  if (fd < 0)
+    return Status::error(strfmt("cannot open '%s': %s", path.c_str(), std::strerror(errno)));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);

@@ -60,9 +60,9 @@ class Expected {
 // printf-style formatting into std::string.
 std::string strfmt(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
-#define FKV_RETURN_IF_ERROR(expr)        \
-  do {                                   \
-    ::fkv::Status fkv_st_ = (expr);      \
+#define FKV_RETURN_IF_ERROR(expr)         \
+  do {                                    \
+    ::fkv::Status fkv_st_ = (expr);       \
     if (!fkv_st_.is_ok()) return fkv_st_; \
   } while (0)
 

@@ -48,14 +48,16 @@ Expected<std::string> resolve_model_path(const std::string& name) {
   if (it == model_table().end()) {
     std::string known;
     for (const auto& n : known_model_names()) known += (known.empty() ? "" : ", ") + n;
-    return Status::error(strfmt("model '%s' is neither an existing path nor a known model name (%s)",
-                                name.c_str(), known.c_str()));
+    return Status::error(
+        strfmt("model '%s' is neither an existing path nor a known model name (%s)", name.c_str(),
+               known.c_str()));
   }
   const std::string path = (fs::path(model_cache_dir()) / it->second).string();
   if (!fs::exists(path, ec)) {
-    return Status::error(strfmt("model '%s' is not in the model cache (%s); fetch it with: python3 "
-                                "tools/scripts/fetch_models.py %s",
-                                name.c_str(), path.c_str(), name.c_str()));
+    return Status::error(
+        strfmt("model '%s' is not in the model cache (%s); fetch it with: python3 "
+               "tools/scripts/fetch_models.py %s",
+               name.c_str(), path.c_str(), name.c_str()));
   }
   return path;
 }
@@ -71,8 +73,8 @@ Expected<Tokenizer> load_tokenizer_for(const Model& model) {
   if (fs::exists(dir / "tokenizer.model")) {
     return Tokenizer::from_sentencepiece_model((dir / "tokenizer.model").string());
   }
-  return Status::error(strfmt("%s: no tokenizer.json or tokenizer.model next to the model",
-                              model.path().c_str()));
+  return Status::error(
+      strfmt("%s: no tokenizer.json or tokenizer.model next to the model", model.path().c_str()));
 }
 
 Expected<GenerationResult> generate(Session& session, const GenerationRequest& req,

@@ -23,8 +23,8 @@ double now_s() {
 
 // Rows a prefill step carries: hidden states x [n_rows, d_model] and their original positions.
 struct Rows {
-  std::vector<float> x;       // [n_rows, d_model]
-  std::vector<int32_t> pos;   // [n_rows] ascending original positions
+  std::vector<float> x;      // [n_rows, d_model]
+  std::vector<int32_t> pos;  // [n_rows] ascending original positions
   int n() const { return static_cast<int>(pos.size()); }
 };
 
@@ -38,8 +38,9 @@ AttentionShape attention_shape(const ModelConfig& c, float scale) {
   return s;
 }
 
-void rms_norm_rows(const float* x, int n, int dim, const std::vector<float>& w, float eps, float* y) {
-#pragma omp parallel for schedule(static) if (static_cast<int64_t>(n) * dim > (1 << 16))
+void rms_norm_rows(const float* x, int n, int dim, const std::vector<float>& w, float eps,
+                   float* y) {
+#pragma omp parallel for schedule(static) if (static_cast <int64_t>(n) * dim > (1 << 16))
   for (int r = 0; r < n; ++r) {
     rms_norm_row(x + static_cast<int64_t>(r) * dim, w.data(), dim, eps,
                  y + static_cast<int64_t>(r) * dim);
@@ -114,10 +115,12 @@ struct Session::Impl {
       }
       if (!L.q_norm.empty()) {
         for (int h = 0; h < c.n_heads; ++h) {
-          rms_norm_row(qr + h * c.head_dim, L.q_norm.data(), c.head_dim, c.rms_eps, qr + h * c.head_dim);
+          rms_norm_row(qr + h * c.head_dim, L.q_norm.data(), c.head_dim, c.rms_eps,
+                       qr + h * c.head_dim);
         }
         for (int h = 0; h < c.n_kv_heads; ++h) {
-          rms_norm_row(kr + h * c.head_dim, L.k_norm.data(), c.head_dim, c.rms_eps, kr + h * c.head_dim);
+          rms_norm_row(kr + h * c.head_dim, L.k_norm.data(), c.head_dim, c.rms_eps,
+                       kr + h * c.head_dim);
         }
       }
       rope_row(qr, c.n_heads, c.head_dim, c.rot_dim, pos[r], inv_freq.data(), c.rope_style);
@@ -157,7 +160,7 @@ struct Session::Impl {
 
   struct PassOptions {
     bool apply_policy = true;
-    int stop_layer = -1;                          // GemFilter pass 1: stop after this layer
+    int stop_layer = -1;  // GemFilter pass 1: stop after this layer
     std::vector<int32_t>* prompt_select = nullptr;
     const std::vector<int32_t>* orig_pos = nullptr;  // maps pass positions to prompt positions
     bool all_logits = false;
@@ -211,13 +214,15 @@ struct Session::Impl {
       const bool compress = po.apply_policy && policy.select_kv(lv, keep);
       if (compress) {
         if (keep.n_heads() != c.n_kv_heads) {
-          return Status::error(strfmt("policy %s returned keep lists for %d heads at layer %d, model "
-                                      "has %d KV heads",
-                                      policy.name().c_str(), keep.n_heads(), il, c.n_kv_heads));
+          return Status::error(
+              strfmt("policy %s returned keep lists for %d heads at layer %d, model "
+                     "has %d KV heads",
+                     policy.name().c_str(), keep.n_heads(), il, c.n_kv_heads));
         }
       }
-      kv.layer(il).write_prefill(k.data(), v.data(), static_cast<int64_t>(c.n_kv_heads) * c.head_dim,
-                                 rows.pos, compress ? &keep : nullptr, opts.max_new_tokens);
+      kv.layer(il).write_prefill(k.data(), v.data(),
+                                 static_cast<int64_t>(c.n_kv_heads) * c.head_dim, rows.pos,
+                                 compress ? &keep : nullptr, opts.max_new_tokens);
       SelectionRecord::Layer rec;
       rec.layer = il;
       rec.n_in = n;
@@ -271,16 +276,18 @@ struct Session::Impl {
     if (tokens.empty()) return Status::error("prompt is empty: at least one token is needed");
     for (size_t i = 0; i < tokens.size(); ++i) {
       if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
-        return Status::error(strfmt("token id %d at prompt position %zu is outside the vocabulary "
-                                    "[0, %d)",
-                                    tokens[i], i, c.n_vocab));
+        return Status::error(
+            strfmt("token id %d at prompt position %zu is outside the vocabulary "
+                   "[0, %d)",
+                   tokens[i], i, c.n_vocab));
       }
     }
     const long long needed = static_cast<long long>(tokens.size()) + opts.max_new_tokens;
     if (needed > c.n_ctx) {
-      return Status::error(strfmt("prompt of %zu tokens + %d new tokens exceeds the model's context "
-                                  "length %d",
-                                  tokens.size(), opts.max_new_tokens, c.n_ctx));
+      return Status::error(
+          strfmt("prompt of %zu tokens + %d new tokens exceeds the model's context "
+                 "length %d",
+                 tokens.size(), opts.max_new_tokens, c.n_ctx));
     }
     return Status::ok();
   }
@@ -347,11 +354,12 @@ struct Session::Impl {
     if (!prefilled) return Status::error("decode before prefill");
     const ModelConfig& c = model.config();
     if (token < 0 || token >= c.n_vocab) {
-      return Status::error(strfmt("token id %d is outside the vocabulary [0, %d)", token, c.n_vocab));
+      return Status::error(
+          strfmt("token id %d is outside the vocabulary [0, %d)", token, c.n_vocab));
     }
     if (kv.next_pos() >= c.n_ctx) {
-      return Status::error(strfmt("position %d reaches the model's context length %d",
-                                  kv.next_pos(), c.n_ctx));
+      return Status::error(
+          strfmt("position %d reaches the model's context length %d", kv.next_pos(), c.n_ctx));
     }
     const double t0 = now_s();
     const int d = c.d_model;

@@ -19,8 +19,8 @@ namespace fkv {
 struct SelectionRecord {
   struct Layer {
     int layer = 0;
-    int n_in = 0;                               // rows that entered this layer
-    std::vector<std::vector<int32_t>> kept;     // [n_kv_heads][kept positions]
+    int n_in = 0;                            // rows that entered this layer
+    std::vector<std::vector<int32_t>> kept;  // [n_kv_heads][kept positions]
   };
   struct Tsp {
     int layer = 0;
@@ -58,7 +58,7 @@ class Session {
   Status prefill_all_logits(std::span<const int32_t> tokens, std::vector<float>& logits);
 
   int32_t next_pos() const;
-  size_t kv_bytes() const;                     // sum of kept rows (K+V) over layers and heads
+  size_t kv_bytes() const;  // sum of kept rows (K+V) over layers and heads
   const SelectionRecord& selection() const;
   const Timing& timing() const;
 

@@ -19,8 +19,19 @@ namespace fkv {
 // One metadata value. Arrays hold homogeneous scalars or strings.
 struct GgufValue {
   enum class Type : uint32_t {
-    kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-    kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+    kU8 = 0,
+    kI8 = 1,
+    kU16 = 2,
+    kI16 = 3,
+    kU32 = 4,
+    kI32 = 5,
+    kF32 = 6,
+    kBool = 7,
+    kString = 8,
+    kArray = 9,
+    kU64 = 10,
+    kI64 = 11,
+    kF64 = 12,
   };
   Type type = Type::kU8;
   Type elem_type = Type::kU8;  // for arrays
@@ -35,8 +46,8 @@ struct GgufValue {
 struct GgufTensorInfo {
   std::string name;
   DType dtype = DType::kF32;
-  std::vector<int64_t> dims;  // ggml order: dims[0] is the contiguous (innermost) dimension
-  uint64_t offset = 0;        // relative to the data section
+  std::vector<int64_t> dims;      // ggml order: dims[0] is the contiguous (innermost) dimension
+  uint64_t offset = 0;            // relative to the data section
   const uint8_t* data = nullptr;  // into the map
   size_t n_bytes = 0;
   int64_t n_elements() const;
@@ -56,8 +67,8 @@ class GgufFile {
 
   // Typed getters. Errors name the key, the file and the type found.
   Expected<std::string> get_string(const std::string& key) const;
-  Expected<int64_t> get_int(const std::string& key) const;     // any integer or bool type
-  Expected<double> get_float(const std::string& key) const;    // f32/f64 (integers widened too)
+  Expected<int64_t> get_int(const std::string& key) const;   // any integer or bool type
+  Expected<double> get_float(const std::string& key) const;  // f32/f64 (integers widened too)
   Expected<std::vector<std::string>> get_string_array(const std::string& key) const;
   Expected<std::vector<int64_t>> get_int_array(const std::string& key) const;
   Expected<std::vector<double>> get_float_array(const std::string& key) const;

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <optional>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 namespace fkv {
 namespace fs = std::filesystem;
@@ -35,8 +35,8 @@ std::optional<DType> parse_dtype(const std::string& s) {
 Status parse_safetensors(const uint8_t* data, size_t size, const std::string& file,
                          std::map<std::string, SafetensorsTensor>& out) {
   if (size < 8) {
-    return Status::error(strfmt("%s: truncated safetensors file (%zu bytes, need at least 8)",
-                                file.c_str(), size));
+    return Status::error(
+        strfmt("%s: truncated safetensors file (%zu bytes, need at least 8)", file.c_str(), size));
   }
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | data[i];
@@ -68,9 +68,10 @@ Status parse_safetensors(const uint8_t* data, size_t size, const std::string& fi
     const std::string dtype_str = t["dtype"].get<std::string>();
     auto dtype = parse_dtype(dtype_str);
     if (!dtype) {
-      return Status::error(strfmt("%s: tensor '%s': unsupported dtype '%s' (fastkv reads F32, F16, "
-                                  "BF16 weights)",
-                                  file.c_str(), name.c_str(), dtype_str.c_str()));
+      return Status::error(
+          strfmt("%s: tensor '%s': unsupported dtype '%s' (fastkv reads F32, F16, "
+                 "BF16 weights)",
+                 file.c_str(), name.c_str(), dtype_str.c_str()));
     }
     SafetensorsTensor tensor;
     tensor.name = name;
@@ -101,10 +102,10 @@ Status parse_safetensors(const uint8_t* data, size_t size, const std::string& fi
     }
     const uint64_t expect = n_elem * static_cast<uint64_t>(dtype_info(*dtype)->block_bytes);
     if (end - begin != expect) {
-      return Status::error(strfmt("%s: tensor '%s': %llu bytes of data but shape and dtype %s need %llu",
-                                  file.c_str(), name.c_str(),
-                                  static_cast<unsigned long long>(end - begin), dtype_str.c_str(),
-                                  static_cast<unsigned long long>(expect)));
+      return Status::error(
+          strfmt("%s: tensor '%s': %llu bytes of data but shape and dtype %s need %llu",
+                 file.c_str(), name.c_str(), static_cast<unsigned long long>(end - begin),
+                 dtype_str.c_str(), static_cast<unsigned long long>(expect)));
     }
     tensor.data = body + begin;
     tensor.n_bytes = static_cast<size_t>(end - begin);
@@ -146,9 +147,10 @@ Expected<SafetensorsArchive> SafetensorsArchive::open(const std::string& path_in
         if (e.path().extension() == ".safetensors") found.push_back(e.path());
       }
       if (found.size() != 1) {
-        return Status::error(strfmt("%s: no model.safetensors or model.safetensors.index.json "
-                                    "(found %zu *.safetensors files)",
-                                    path_in.c_str(), found.size()));
+        return Status::error(
+            strfmt("%s: no model.safetensors or model.safetensors.index.json "
+                   "(found %zu *.safetensors files)",
+                   path_in.c_str(), found.size()));
       }
       path = found[0];
     }
@@ -172,8 +174,8 @@ Expected<SafetensorsArchive> SafetensorsArchive::open(const std::string& path_in
       }
       const std::string shard = it.value().get<std::string>();
       if (shard.find('/') != std::string::npos) {
-        return Status::error(strfmt("%s: shard name '%s' must be a plain file name", path.c_str(),
-                                    shard.c_str()));
+        return Status::error(
+            strfmt("%s: shard name '%s' must be a plain file name", path.c_str(), shard.c_str()));
       }
       if (std::find(shard_names.begin(), shard_names.end(), shard) == shard_names.end()) {
         shard_names.push_back(shard);

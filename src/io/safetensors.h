@@ -16,9 +16,9 @@ namespace fkv {
 
 struct SafetensorsTensor {
   std::string name;
-  std::string file;             // path of the file holding it (for error messages)
+  std::string file;  // path of the file holding it (for error messages)
   DType dtype = DType::kF32;
-  std::vector<int64_t> shape;   // row-major, as written by torch
+  std::vector<int64_t> shape;  // row-major, as written by torch
   const uint8_t* data = nullptr;
   size_t n_bytes = 0;
   int64_t n_elements() const;

@@ -17,8 +17,8 @@ struct WeightMatrix {
   const uint8_t* data = nullptr;  // borrowed (mmap) or owned elsewhere
   int64_t rows = 0;
   int64_t cols = 0;
-  size_t row_bytes = 0;           // bytes between row starts
-  std::string name;               // tensor name, for error messages
+  size_t row_bytes = 0;  // bytes between row starts
+  std::string name;      // tensor name, for error messages
   bool empty() const { return data == nullptr; }
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };

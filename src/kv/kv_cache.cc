@@ -61,8 +61,8 @@ void LayerKv::append(const float* k_row, const float* v_row, int32_t pos) {
 }
 
 void LayerKv::retain(const KeepLists& keep, int reserve) {
-  FKV_CHECK(keep.n_heads() == n_kv_heads(), "keep lists for %d heads, layer has %d",
-            keep.n_heads(), n_kv_heads());
+  FKV_CHECK(keep.n_heads() == n_kv_heads(), "keep lists for %d heads, layer has %d", keep.n_heads(),
+            n_kv_heads());
   const size_t hd = static_cast<size_t>(head_dim_);
   for (int h = 0; h < n_kv_heads(); ++h) {
     HeadKv& head = heads_[h];

@@ -15,8 +15,8 @@ namespace fkv {
 class HeadKv {
  public:
   int len() const { return static_cast<int>(pos_.size()); }
-  const float* k() const { return k_.data(); }  // [len, head_dim] post-RoPE
-  const float* v() const { return v_.data(); }  // [len, head_dim]
+  const float* k() const { return k_.data(); }        // [len, head_dim] post-RoPE
+  const float* v() const { return v_.data(); }        // [len, head_dim]
   const int32_t* pos() const { return pos_.data(); }  // [len] ascending original positions
   std::vector<float>& k_mut() { return k_; }
   std::vector<float>& v_mut() { return v_; }

@@ -17,7 +17,8 @@ namespace fkv {
 
 // What a policy may know of the model.
 struct PolicyModelInfo {
-  std::string model_name;  // e.g. "Llama-3.1-8B-Instruct" (from config _name_or_path / GGUF general.name)
+  std::string
+      model_name;  // e.g. "Llama-3.1-8B-Instruct" (from config _name_or_path / GGUF general.name)
   int n_layers = 0;
   int n_heads = 0;
   int n_kv_heads = 0;
@@ -34,21 +35,24 @@ struct KeepLists {
   std::span<const int32_t> head(int h) const {
     return {idx.data() + off[h], static_cast<size_t>(off[h + 1] - off[h])};
   }
-  void clear() { off.clear(); idx.clear(); }
+  void clear() {
+    off.clear();
+    idx.clear();
+  }
 };
 
 // Read-only view handed to a policy after layer il's prefill attention.
 struct LayerView {
   int il = 0;
   const PolicyModelInfo* model = nullptr;
-  int n_prompt = 0;               // original prompt length N
-  int n_rows = 0;                 // rows entering this layer (n_l; < N after TSP)
-  std::span<const int32_t> pos;   // [n_rows] original positions, ascending
-  const float* q = nullptr;       // [n_rows, n_heads * head_dim] post-RoPE, row stride q_stride
+  int n_prompt = 0;              // original prompt length N
+  int n_rows = 0;                // rows entering this layer (n_l; < N after TSP)
+  std::span<const int32_t> pos;  // [n_rows] original positions, ascending
+  const float* q = nullptr;      // [n_rows, n_heads * head_dim] post-RoPE, row stride q_stride
   int64_t q_stride = 0;
-  const float* k = nullptr;       // [n_rows, n_kv_heads * head_dim] post-RoPE, row stride k_stride
+  const float* k = nullptr;  // [n_rows, n_kv_heads * head_dim] post-RoPE, row stride k_stride
   int64_t k_stride = 0;
-  float scale = 0.0f;             // attention scale, 1/sqrt(head_dim)
+  float scale = 0.0f;  // attention scale, 1/sqrt(head_dim)
   const float* qrow(int r) const { return q + static_cast<int64_t>(r) * q_stride; }
   const float* krow(int r) const { return k + static_cast<int64_t>(r) * k_stride; }
 };
@@ -56,17 +60,17 @@ struct LayerView {
 // One KV head's cache during decode (read-only view for decode-time policies).
 struct HeadCacheView {
   int len = 0;
-  const float* k = nullptr;       // [len, head_dim] post-RoPE
-  const float* v = nullptr;       // [len, head_dim]
-  const int32_t* pos = nullptr;   // [len] original positions, ascending
+  const float* k = nullptr;      // [len, head_dim] post-RoPE
+  const float* v = nullptr;      // [len, head_dim]
+  const int32_t* pos = nullptr;  // [len] original positions, ascending
 };
 // Handed to a policy after layer il's decode attention for token at position `pos`.
 struct DecodeView {
   int il = 0;
   const PolicyModelInfo* model = nullptr;
-  int32_t pos = 0;                // position of the token just decoded (N + step)
-  int step = 0;                   // 0 for the first decoded token
-  const float* q = nullptr;       // [n_heads * head_dim] post-RoPE
+  int32_t pos = 0;           // position of the token just decoded (N + step)
+  int step = 0;              // 0 for the first decoded token
+  const float* q = nullptr;  // [n_heads * head_dim] post-RoPE
   float scale = 0.0f;
   std::vector<HeadCacheView> heads;  // [n_kv_heads], including the row just appended
 };
@@ -117,7 +121,7 @@ struct PolicyOptions {
   std::optional<std::string> pooling;  // "max" | "avg"
   std::optional<std::string> mode;     // "proportional" | "constant"
   std::optional<int> filter_layer;
-  bool per_query_head = false;         // snapkv parity option
+  bool per_query_head = false;  // snapkv parity option
 };
 
 // Validates options against the model (layer range, rates in (0, 1], budget >= window, ...).

@@ -16,8 +16,8 @@ Status read_num(const json& j, const char* key, T& out, bool required, const std
     return Status::ok();
   }
   if (!j[key].is_number()) {
-    return Status::error(strfmt("%s: field '%s' must be a number, got %s", src.c_str(), key,
-                                j[key].dump().c_str()));
+    return Status::error(
+        strfmt("%s: field '%s' must be a number, got %s", src.c_str(), key, j[key].dump().c_str()));
   }
   out = j[key].get<T>();
   return Status::ok();
@@ -72,9 +72,10 @@ Expected<ModelConfig> parse_hf_config(const std::string& text, const std::string
     c.arch = Arch::kQwen3;
     c.qk_norm = true;
   } else {
-    return Status::error(strfmt("%s: unsupported architecture '%s' (fastkv runs LlamaForCausalLM, "
-                                "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
-                                src.c_str(), arch.c_str()));
+    return Status::error(
+        strfmt("%s: unsupported architecture '%s' (fastkv runs LlamaForCausalLM, "
+               "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
+               src.c_str(), arch.c_str()));
   }
   if (j.contains("_name_or_path") && j["_name_or_path"].is_string()) {
     c.model_name = j["_name_or_path"].get<std::string>();
@@ -111,15 +112,15 @@ Expected<ModelConfig> parse_hf_config(const std::string& text, const std::string
     if (use && j.contains("sliding_window") && j["sliding_window"].is_number_integer()) {
       c.sliding_window = j["sliding_window"].get<int>();
       if (c.arch != Arch::kMistral) {
-        return Status::error(strfmt("%s: use_sliding_window with max_window_layers is not supported",
-                                    src.c_str()));
+        return Status::error(
+            strfmt("%s: use_sliding_window with max_window_layers is not supported", src.c_str()));
       }
     }
   }
   if (j.contains("attention_bias") && j["attention_bias"].is_boolean() && j["attention_bias"]) {
     if (c.arch != Arch::kQwen2) {
-      return Status::error(strfmt("%s: attention_bias=true is not supported for %s", src.c_str(),
-                                  arch.c_str()));
+      return Status::error(
+          strfmt("%s: attention_bias=true is not supported for %s", src.c_str(), arch.c_str()));
     }
   }
   if (j.contains("mlp_bias") && j["mlp_bias"].is_boolean() && j["mlp_bias"].get<bool>()) {
@@ -142,16 +143,19 @@ Expected<ModelConfig> parse_hf_config(const std::string& text, const std::string
     c.rope_scaling.type = type;
     if (type == "llama3") {
       FKV_RETURN_IF_ERROR(read_num(rs, "factor", c.rope_scaling.factor, true, rsrc));
-      FKV_RETURN_IF_ERROR(read_num(rs, "low_freq_factor", c.rope_scaling.low_freq_factor, true, rsrc));
-      FKV_RETURN_IF_ERROR(read_num(rs, "high_freq_factor", c.rope_scaling.high_freq_factor, true, rsrc));
+      FKV_RETURN_IF_ERROR(
+          read_num(rs, "low_freq_factor", c.rope_scaling.low_freq_factor, true, rsrc));
+      FKV_RETURN_IF_ERROR(
+          read_num(rs, "high_freq_factor", c.rope_scaling.high_freq_factor, true, rsrc));
       FKV_RETURN_IF_ERROR(read_num(rs, "original_max_position_embeddings",
                                    c.rope_scaling.original_max_position_embeddings, true, rsrc));
     } else if (type == "linear") {
       FKV_RETURN_IF_ERROR(read_num(rs, "factor", c.rope_scaling.factor, true, rsrc));
     } else if (type != "default") {
-      return Status::error(strfmt("%s: rope_scaling type '%s' is not supported (default, linear, "
-                                  "llama3)",
-                                  src.c_str(), type.c_str()));
+      return Status::error(
+          strfmt("%s: rope_scaling type '%s' is not supported (default, linear, "
+                 "llama3)",
+                 src.c_str(), type.c_str()));
     }
   }
   auto read_ids = [&](const char* key, std::vector<int>& out) {
@@ -177,8 +181,8 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg) {
   for (int i = 0; i < half; ++i) {
     // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), all float32.
     const float expo = static_cast<float>(2 * i) / static_cast<float>(cfg.rot_dim);
-    const float p = static_cast<float>(std::pow(static_cast<double>(cfg.rope_theta),
-                                                static_cast<double>(expo)));
+    const float p = static_cast<float>(
+        std::pow(static_cast<double>(cfg.rope_theta), static_cast<double>(expo)));
     inv[i] = 1.0f / p;
   }
   const RopeScaling& rs = cfg.rope_scaling;
@@ -194,8 +198,8 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg) {
       float scaled = wavelen > low_wavelen ? f / rs.factor : f;
       const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
       if (medium) {
-        const float smooth = (old_ctx / wavelen - rs.low_freq_factor) /
-                             (rs.high_freq_factor - rs.low_freq_factor);
+        const float smooth =
+            (old_ctx / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
         scaled = (1.0f - smooth) * scaled / rs.factor + smooth * scaled;
       }
       f = scaled;

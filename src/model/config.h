@@ -30,16 +30,16 @@ struct ModelConfig {
   int head_dim = 0;
   int d_ff = 0;
   int n_vocab = 0;
-  int n_ctx = 0;             // max_position_embeddings / context_length
+  int n_ctx = 0;  // max_position_embeddings / context_length
   float rms_eps = 1e-6f;
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
   RopeStyle rope_style = RopeStyle::kNeox;
-  int rot_dim = 0;           // dims rotated per head (== head_dim for every supported arch)
+  int rot_dim = 0;  // dims rotated per head (== head_dim for every supported arch)
   bool tie_embeddings = false;
-  int sliding_window = 0;    // 0 = none
-  bool attn_qkv_bias = false;  // Qwen2
-  bool qk_norm = false;        // Qwen3
+  int sliding_window = 0;          // 0 = none
+  bool attn_qkv_bias = false;      // Qwen2
+  bool qk_norm = false;            // Qwen3
   std::vector<int> eos_token_ids;  // from config/generation_config
   int bos_token_id = -1;
 

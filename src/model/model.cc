@@ -28,7 +28,8 @@ struct HfLoader {
   const SafetensorsArchive& st;
   const std::string& dir;
 
-  Expected<const SafetensorsTensor*> get(const std::string& name, std::vector<int64_t> shape) const {
+  Expected<const SafetensorsTensor*> get(const std::string& name,
+                                         std::vector<int64_t> shape) const {
     const SafetensorsTensor* t = st.find(name);
     if (t == nullptr) {
       return Status::error(strfmt("%s: tensor '%s' not found (files: %zu)", dir.c_str(),
@@ -202,13 +203,17 @@ Status Model::load_gguf(const std::string& file) {
   FKV_RETURN_IF_ERROR(geti("feed_forward_length", c.d_ff));
   FKV_RETURN_IF_ERROR(geti("attention.head_count", c.n_heads));
   c.n_kv_heads = c.n_heads;
-  if (gf.has(a + "attention.head_count_kv")) FKV_RETURN_IF_ERROR(geti("attention.head_count_kv", c.n_kv_heads));
+  if (gf.has(a + "attention.head_count_kv"))
+    FKV_RETURN_IF_ERROR(geti("attention.head_count_kv", c.n_kv_heads));
   FKV_RETURN_IF_ERROR(geti("context_length", c.n_ctx));
   c.head_dim = c.d_model / c.n_heads;
-  if (gf.has(a + "attention.key_length")) FKV_RETURN_IF_ERROR(geti("attention.key_length", c.head_dim));
+  if (gf.has(a + "attention.key_length"))
+    FKV_RETURN_IF_ERROR(geti("attention.key_length", c.head_dim));
   c.rot_dim = c.head_dim;
-  if (gf.has(a + "rope.dimension_count")) FKV_RETURN_IF_ERROR(geti("rope.dimension_count", c.rot_dim));
-  if (auto eps = gf.get_float(a + "attention.layer_norm_rms_epsilon")) c.rms_eps = static_cast<float>(*eps);
+  if (gf.has(a + "rope.dimension_count"))
+    FKV_RETURN_IF_ERROR(geti("rope.dimension_count", c.rot_dim));
+  if (auto eps = gf.get_float(a + "attention.layer_norm_rms_epsilon"))
+    c.rms_eps = static_cast<float>(*eps);
   c.rope_theta = 10000.0f;
   if (auto th = gf.get_float(a + "rope.freq_base")) c.rope_theta = static_cast<float>(*th);
   if (gf.has(a + "rope.scaling.type")) {
@@ -220,12 +225,13 @@ Status Model::load_gguf(const std::string& file) {
       c.rope_scaling.type = "linear";
       c.rope_scaling.factor = static_cast<float>(*f);
     } else if (*type != "none") {
-      return Status::error(strfmt("%s: rope scaling type '%s' is not supported", file.c_str(),
-                                  type->c_str()));
+      return Status::error(
+          strfmt("%s: rope scaling type '%s' is not supported", file.c_str(), type->c_str()));
     }
   }
   if (auto bos = gf.get_int("tokenizer.ggml.bos_token_id")) c.bos_token_id = static_cast<int>(*bos);
-  if (auto eos = gf.get_int("tokenizer.ggml.eos_token_id")) c.eos_token_ids.push_back(static_cast<int>(*eos));
+  if (auto eos = gf.get_int("tokenizer.ggml.eos_token_id"))
+    c.eos_token_ids.push_back(static_cast<int>(*eos));
 
   // Tensors: ggml dims are [cols, rows] (dims[0] contiguous).
   auto find = [&](const std::string& name, int64_t rows, int64_t cols, bool matrix,
@@ -234,10 +240,12 @@ Status Model::load_gguf(const std::string& file) {
     if (t == nullptr) {
       return Status::error(strfmt("%s: tensor '%s' not found", file.c_str(), name.c_str()));
     }
-    std::vector<int64_t> want = matrix ? std::vector<int64_t>{cols, rows} : std::vector<int64_t>{cols};
+    std::vector<int64_t> want =
+        matrix ? std::vector<int64_t>{cols, rows} : std::vector<int64_t>{cols};
     if (t->dims != want) {
       std::string got;
-      for (size_t i = 0; i < t->dims.size(); ++i) got += (i ? ", " : "") + std::to_string(t->dims[i]);
+      for (size_t i = 0; i < t->dims.size(); ++i)
+        got += (i ? ", " : "") + std::to_string(t->dims[i]);
       std::string exp;
       for (size_t i = 0; i < want.size(); ++i) exp += (i ? ", " : "") + std::to_string(want[i]);
       return Status::error(strfmt("%s: tensor '%s' has ggml dims [%s], expected [%s]", file.c_str(),
@@ -250,7 +258,8 @@ Status Model::load_gguf(const std::string& file) {
     *out = t;
     return Status::ok();
   };
-  auto matrix = [&](const std::string& name, int64_t rows, int64_t cols, WeightMatrix& w) -> Status {
+  auto matrix = [&](const std::string& name, int64_t rows, int64_t cols,
+                    WeightMatrix& w) -> Status {
     const GgufTensorInfo* t = nullptr;
     FKV_RETURN_IF_ERROR(find(name, rows, cols, true, &t));
     w.dtype = t->dtype;

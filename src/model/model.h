@@ -69,7 +69,7 @@ class Model {
   std::vector<LayerWeights> layers_;
   std::vector<float> inv_freq_;
   size_t weight_bytes_ = 0;
-  std::shared_ptr<void> storage_;        // keeps the safetensors maps alive
+  std::shared_ptr<void> storage_;  // keeps the safetensors maps alive
   std::unique_ptr<GgufFile> gguf_;
 };
 

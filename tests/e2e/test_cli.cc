@@ -30,7 +30,8 @@ std::string shell_quote(const std::string& s) {
 }
 
 CliRun run(const std::string& args) {
-  const fs::path err_file = fs::temp_directory_path() / ("fkv_cli_err_" + std::to_string(::getpid()));
+  const fs::path err_file =
+      fs::temp_directory_path() / ("fkv_cli_err_" + std::to_string(::getpid()));
   const std::string cmd = shell_quote(kCli) + " " + args + " 2>" + err_file.string();
   CliRun r;
   FILE* p = popen(cmd.c_str(), "r");
@@ -63,7 +64,7 @@ TEST(Cli, SeededSamplingIsReproducible) {
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
   CliRun c = run("generate --model " + kStories +
-              " --prompt 'Once upon' --max-new-tokens 30 --temperature 0.9 --seed 43");
+                 " --prompt 'Once upon' --max-new-tokens 30 --temperature 0.9 --seed 43");
   EXPECT_NE(a.out, c.out);
 }
 
@@ -132,9 +133,10 @@ TEST(Cli, PromptLongerThanContextIsRejected) {
 TEST(Cli, DumpSelectionWritesTheSchema) {
   const fs::path f = fs::temp_directory_path() / "fkv_sel.json";
   CliRun r = run("generate --model " + kStories +
-              " --prompt 'Once upon a time there was a little dog who liked to run in the park "
-              "with his friends every day' --max-new-tokens 4 --method snapkv --kv-budget 12 "
-              "--dump-selection " + f.string());
+                 " --prompt 'Once upon a time there was a little dog who liked to run in the park "
+                 "with his friends every day' --max-new-tokens 4 --method snapkv --kv-budget 12 "
+                 "--dump-selection " +
+                 f.string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(std::ifstream(f));
   EXPECT_EQ(j["method"], "snapkv");

@@ -41,8 +41,8 @@ void expect_logits_close(const std::vector<float>& ours, const json& ref, double
     max_ref = std::max(max_ref, std::abs(r));
     max_diff = std::max(max_diff, std::abs(ours[i] - r));
   }
-  EXPECT_LE(max_diff, tol * max_ref) << what << ": max abs diff " << max_diff << " (max |ref| "
-                                     << max_ref << ")";
+  EXPECT_LE(max_diff, tol * max_ref)
+      << what << ": max abs diff " << max_diff << " (max |ref| " << max_ref << ")";
 }
 
 std::vector<fs::path> golden_files() {

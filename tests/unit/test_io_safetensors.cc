@@ -21,8 +21,8 @@ std::string image(const std::string& header, const std::string& data) {
 }
 
 Status parse(const std::string& img, std::map<std::string, SafetensorsTensor>& out) {
-  return parse_safetensors(reinterpret_cast<const uint8_t*>(img.data()), img.size(), "t.safetensors",
-                           out);
+  return parse_safetensors(reinterpret_cast<const uint8_t*>(img.data()), img.size(),
+                           "t.safetensors", out);
 }
 
 TEST(Safetensors, ParsesTensorsAndMetadata) {
@@ -84,8 +84,7 @@ TEST(Safetensors, RejectsMalformedFilesWithClearMessages) {
 
 TEST(Safetensors, TruncatedAtEveryByteNeverCrashes) {
   std::string data(8, '\1');
-  const std::string img =
-      image(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", data);
+  const std::string img = image(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", data);
   for (size_t n = 0; n < img.size(); ++n) {
     std::map<std::string, SafetensorsTensor> t;
     EXPECT_FALSE(parse(img.substr(0, n), t).is_ok()) << "length " << n;
@@ -99,10 +98,10 @@ TEST(Safetensors, ShardedArchiveNamesMissingTensorAndShard) {
   auto write = [&](const std::string& name, const std::string& bytes) {
     std::ofstream(dir / name, std::ios::binary) << bytes;
   };
-  write("a.safetensors", image(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
-                               std::string(4, '\0')));
-  write("b.safetensors", image(R"({"y":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}})",
-                               std::string(2, '\0')));
+  write("a.safetensors",
+        image(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", std::string(4, '\0')));
+  write("b.safetensors",
+        image(R"({"y":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}})", std::string(2, '\0')));
   write("model.safetensors.index.json",
         R"({"weight_map":{"x":"a.safetensors","y":"b.safetensors"}})");
   auto ok = SafetensorsArchive::open(dir.string());

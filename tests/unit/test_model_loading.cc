@@ -18,7 +18,8 @@ const fs::path kModels = fs::path(FKV_SOURCE_DIR) / "tests/data/models";
 
 // A scratch copy of a fixture that a test may damage.
 fs::path scratch_copy(const std::string& name) {
-  const fs::path dst = fs::temp_directory_path() / ("fkv_model_" + name + "_" + std::to_string(::getpid()));
+  const fs::path dst =
+      fs::temp_directory_path() / ("fkv_model_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(dst);
   fs::copy(kModels / name, dst, fs::copy_options::recursive);
   return dst;
@@ -42,11 +43,10 @@ TEST(ModelLoading, EveryFixtureLoadsWithItsConfig) {
     int head_dim;
     bool tied;
   };
-  for (const Want& w : {Want{"tiny-llama", Arch::kLlama, 16, false},
-                        Want{"tiny-llama3", Arch::kLlama, 16, true},
-                        Want{"tiny-mistral", Arch::kMistral, 32, false},
-                        Want{"tiny-qwen2", Arch::kQwen2, 16, true},
-                        Want{"tiny-qwen3", Arch::kQwen3, 16, false}}) {
+  for (const Want& w :
+       {Want{"tiny-llama", Arch::kLlama, 16, false}, Want{"tiny-llama3", Arch::kLlama, 16, true},
+        Want{"tiny-mistral", Arch::kMistral, 32, false}, Want{"tiny-qwen2", Arch::kQwen2, 16, true},
+        Want{"tiny-qwen3", Arch::kQwen3, 16, false}}) {
     auto m = Model::load((kModels / w.name).string());
     ASSERT_TRUE(m.has_value()) << w.name << ": " << m.error();
     EXPECT_EQ((*m)->config().arch, w.arch) << w.name;
@@ -86,7 +86,10 @@ TEST(ModelLoading, BadConfigsNameTheField) {
       {[](json& j) { j.erase("hidden_size"); }, "hidden_size"},
       {[](json& j) { j["num_key_value_heads"] = 3; }, "num_key_value_heads"},
       {[](json& j) { j["num_hidden_layers"] = "two"; }, "num_hidden_layers"},
-      {[](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; }, "yarn"},
+      {[](json& j) {
+         j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+       },
+       "yarn"},
       {[](json& j) { j["hidden_act"] = "gelu"; }, "gelu"},
   };
   const std::string original = json::parse(std::ifstream(dir / "config.json")).dump();

@@ -93,7 +93,8 @@ Expected<ParsedArgs> parse_args(const std::vector<std::string>& args,
     }
     if (spec->kind == ArgKind::kFlag) {
       if (inline_value) {
-        return Status::error(strfmt("%s: option '--%s' takes no value", command.c_str(), name.c_str()));
+        return Status::error(
+            strfmt("%s: option '--%s' takes no value", command.c_str(), name.c_str()));
       }
       out.values[name] = "1";
       continue;
@@ -103,7 +104,8 @@ Expected<ParsedArgs> parse_args(const std::vector<std::string>& args,
       value = *inline_value;
     } else {
       if (i + 1 >= args.size()) {
-        return Status::error(strfmt("%s: option '--%s' needs a value", command.c_str(), name.c_str()));
+        return Status::error(
+            strfmt("%s: option '--%s' needs a value", command.c_str(), name.c_str()));
       }
       value = args[++i];
     }
@@ -165,8 +167,9 @@ const std::vector<ArgSpec>& generate_specs() {
       {"top-p", ArgKind::kFloat, "nucleus sampling mass in (0, 1] (1 = off)"},
       {"seed", ArgKind::kInt, "RNG seed (default 0); same seed, same output on every machine"},
       {"threads", ArgKind::kInt, "worker threads (default: all cores)"},
-      {"method", ArgKind::kString, "KV method: fullkv (default), fastkv, snapkv, pyramidkv, adakv, "
-                                   "streamingllm, h2o, gemfilter, pyramidinfer"},
+      {"method", ArgKind::kString,
+       "KV method: fullkv (default), fastkv, snapkv, pyramidkv, adakv, "
+       "streamingllm, h2o, gemfilter, pyramidinfer"},
       {"tsp-layer", ArgKind::kInt, "fastkv: layer after which only selected tokens propagate"},
       {"tsp-rate", ArgKind::kFloat, "fastkv: share of tokens propagated after the TSP layer"},
       {"tsp-len", ArgKind::kInt, "fastkv: tokens propagated after the TSP layer (absolute)"},
@@ -177,7 +180,8 @@ const std::vector<ArgSpec>& generate_specs() {
       {"pooling", ArgKind::kString, "max | avg"},
       {"mode", ArgKind::kString, "fastkv: proportional | constant"},
       {"filter-layer", ArgKind::kInt, "gemfilter: layer whose attention selects the tokens"},
-      {"per-query-head", ArgKind::kFlag, "snapkv: select per query head (parity with the reference)"},
+      {"per-query-head", ArgKind::kFlag,
+       "snapkv: select per query head (parity with the reference)"},
       {"dump-selection", ArgKind::kString, "write what prefill kept to this JSON file"},
       {"no-stream", ArgKind::kFlag, "print the answer at the end instead of token by token"},
   };
@@ -224,16 +228,19 @@ int cmd_generate(const std::vector<std::string>& args) {
   if (!prompt_text) return fail(prompt_text.status());
 
   fkv::GenerationRequest req;
-  req.max_new_tokens = static_cast<int>(std::strtoll(pa->str("max-new-tokens", "128").c_str(), nullptr, 10));
+  req.max_new_tokens =
+      static_cast<int>(std::strtoll(pa->str("max-new-tokens", "128").c_str(), nullptr, 10));
   if (req.max_new_tokens < 0) return fail(Status::error("--max-new-tokens must be >= 0"));
-  req.sampler.temperature = static_cast<float>(std::strtod(pa->str("temperature", "0").c_str(), nullptr));
+  req.sampler.temperature =
+      static_cast<float>(std::strtod(pa->str("temperature", "0").c_str(), nullptr));
   req.sampler.top_k = static_cast<int>(std::strtoll(pa->str("top-k", "0").c_str(), nullptr, 10));
   req.sampler.top_p = static_cast<float>(std::strtod(pa->str("top-p", "1").c_str(), nullptr));
   req.sampler.seed = static_cast<uint64_t>(std::strtoll(pa->str("seed", "0").c_str(), nullptr, 10));
   if (auto st = fkv::validate_sampler_config(req.sampler); !st) return fail(st);
   if (pa->has("threads")) {
     const long long t = std::strtoll(pa->str("threads").c_str(), nullptr, 10);
-    if (t < 1 || t > 1024) return fail(Status::error(strfmt("--threads must be in [1, 1024], got %lld", t)));
+    if (t < 1 || t > 1024)
+      return fail(Status::error(strfmt("--threads must be in [1, 1024], got %lld", t)));
     fkv::set_num_threads(static_cast<int>(t));
 #ifdef FKV_OPENMP
     omp_set_num_threads(static_cast<int>(t));  // engine and scoring regions too
@@ -264,9 +271,10 @@ int cmd_generate(const std::vector<std::string>& args) {
       tmpl = *t;
     }
     if (tmpl.empty()) {
-      return fail(Status::error(strfmt("--chat: model '%s' has no chat template; give one with "
-                                       "--chat-template FILE",
-                                       path->c_str())));
+      return fail(
+          Status::error(strfmt("--chat: model '%s' has no chat template; give one with "
+                               "--chat-template FILE",
+                               path->c_str())));
     }
     std::vector<fkv::ChatMessage> msgs;
     if (pa->has("system")) msgs.push_back({"system", pa->str("system")});
@@ -285,8 +293,10 @@ int cmd_generate(const std::vector<std::string>& args) {
   req.prompt = tok->encode(text, add_special);
   if (req.prompt.empty()) {
     // An empty prompt on a tokenizer without BOS: start from BOS if there is one.
-    if (tok->bos_id() >= 0) req.prompt.push_back(tok->bos_id());
-    else return fail(Status::error("the prompt encodes to no tokens"));
+    if (tok->bos_id() >= 0)
+      req.prompt.push_back(tok->bos_id());
+    else
+      return fail(Status::error("the prompt encodes to no tokens"));
   }
   for (int32_t id : tok->end_of_generation_ids()) req.stop_ids.push_back(id);
   for (int id : cfg.eos_token_ids) req.stop_ids.push_back(id);
@@ -323,8 +333,8 @@ int cmd_generate(const std::vector<std::string>& args) {
     std::ofstream out(pa->str("dump-selection"));
     out << session.selection().to_json() << "\n";
     if (!out) {
-      return fail(Status::error(strfmt("cannot write --dump-selection file '%s'",
-                                       pa->str("dump-selection").c_str())));
+      return fail(Status::error(
+          strfmt("cannot write --dump-selection file '%s'", pa->str("dump-selection").c_str())));
     }
   }
   const fkv::Timing& t = session.timing();

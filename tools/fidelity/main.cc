@@ -36,12 +36,12 @@ struct Options {
   std::string model;
   std::vector<int> lengths = {1024};
   std::vector<double> rates = {0.1, 0.2, 0.5};
-  std::vector<std::string> methods = {"fastkv", "snapkv", "pyramidkv", "adakv", "streamingllm",
-                                      "h2o", "gemfilter", "pyramidinfer"};
+  std::vector<std::string> methods = {"fastkv",       "snapkv", "pyramidkv", "adakv",
+                                      "streamingllm", "h2o",    "gemfilter", "pyramidinfer"};
   int gen = 64;
   std::string source = "essays";  // "essays" (chat prompt over the needle haystack) | "self"
   std::string essays_dir;
-  std::string out;                // markdown section, appended
+  std::string out;  // markdown section, appended
   int threads = 0;
 };
 
@@ -123,7 +123,8 @@ fkv::Expected<std::vector<int32_t>> build_prompt(const Options& o, const fkv::Mo
     std::vector<int32_t> ids = req.prompt;
     ids.insert(ids.end(), r->tokens.begin(), r->tokens.end());
     if (static_cast<int>(ids.size()) != n) {
-      return Status::error(strfmt("self-generated prompt has %zu tokens, wanted %d", ids.size(), n));
+      return Status::error(
+          strfmt("self-generated prompt has %zu tokens, wanted %d", ids.size(), n));
     }
     return ids;
   }
@@ -137,7 +138,8 @@ fkv::Expected<std::vector<int32_t>> build_prompt(const Options& o, const fkv::Mo
     ro.eos_token = tok.eos_token();
     auto r = fkv::render_chat_template(
         tok.chat_template(),
-        {{"user", marker + "\n\nQuestion: What is the main point of the essays above? Answer briefly."}},
+        {{"user",
+          marker + "\n\nQuestion: What is the main point of the essays above? Answer briefly."}},
         ro);
     if (!r) return r.status();
     head = *r;
@@ -181,15 +183,26 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--model") o.model = val();
-    else if (a == "--lengths") { o.lengths.clear(); for (auto& s : split(val(), ',')) o.lengths.push_back(std::atoi(s.c_str())); }
-    else if (a == "--rates") { o.rates.clear(); for (auto& s : split(val(), ',')) o.rates.push_back(std::atof(s.c_str())); }
-    else if (a == "--methods") o.methods = split(val(), ',');
-    else if (a == "--gen") o.gen = std::atoi(val().c_str());
-    else if (a == "--source") o.source = val();
-    else if (a == "--essays") o.essays_dir = val();
-    else if (a == "--out") o.out = val();
-    else if (a == "--threads") o.threads = std::atoi(val().c_str());
+    if (a == "--model")
+      o.model = val();
+    else if (a == "--lengths") {
+      o.lengths.clear();
+      for (auto& s : split(val(), ',')) o.lengths.push_back(std::atoi(s.c_str()));
+    } else if (a == "--rates") {
+      o.rates.clear();
+      for (auto& s : split(val(), ',')) o.rates.push_back(std::atof(s.c_str()));
+    } else if (a == "--methods")
+      o.methods = split(val(), ',');
+    else if (a == "--gen")
+      o.gen = std::atoi(val().c_str());
+    else if (a == "--source")
+      o.source = val();
+    else if (a == "--essays")
+      o.essays_dir = val();
+    else if (a == "--out")
+      o.out = val();
+    else if (a == "--threads")
+      o.threads = std::atoi(val().c_str());
     else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: fastkv-fidelity --model PATH --out FILE.md [--lengths 1024,4096] [--rates "
@@ -249,7 +262,8 @@ int main(int argc, char** argv) {
       }
     }
     rows.push_back({n, "fullkv", 1.0, 1.0, 0.0, full_kv, full_prefill_s});
-    std::fprintf(stderr, "[fidelity] n=%d fullkv prefill %.2fs kv %zu\n", n, full_prefill_s, full_kv);
+    std::fprintf(stderr, "[fidelity] n=%d fullkv prefill %.2fs kv %zu\n", n, full_prefill_s,
+                 full_kv);
     for (const std::string& method : o.methods) {
       for (double rate : o.rates) {
         fkv::PolicyOptions po;
@@ -283,8 +297,9 @@ int main(int argc, char** argv) {
   std::ofstream out(o.out, std::ios::app);
   if (!out) return fail("cannot write '" + o.out + "'");
   out << "## " << fs::path(*path).filename().string() << "\n\n";
-  out << "Prompts: " << (o.source == "self" ? "the model's own text, sampled from BOS (seed 7)"
-                                            : "chat template around Paul Graham essays + a question")
+  out << "Prompts: "
+      << (o.source == "self" ? "the model's own text, sampled from BOS (seed 7)"
+                             : "chat template around Paul Graham essays + a question")
       << "; " << o.gen << " greedy full-KV tokens, teacher-forced for every method; threads "
       << fkv::num_threads() << ".\n\n";
   out << "| prompt tokens | method | retain rate | top-1 agreement | mean KL (nats) | KV bytes "
@@ -300,8 +315,9 @@ int main(int argc, char** argv) {
       }
     }
     char line[512];
-    std::snprintf(line, sizeof line, "| %d | %s | %s | %.3f | %.4f | %zu | %.1f%% | %.3f | %.2fx |\n",
-                  r.length, r.method.c_str(), r.method == "fullkv" ? "-" : strfmt("%.2f", r.rate).c_str(),
+    std::snprintf(line, sizeof line,
+                  "| %d | %s | %s | %.3f | %.4f | %zu | %.1f%% | %.3f | %.2fx |\n", r.length,
+                  r.method.c_str(), r.method == "fullkv" ? "-" : strfmt("%.2f", r.rate).c_str(),
                   r.top1, r.mean_kl, r.kv_bytes, 100.0 * r.kv_bytes / std::max<size_t>(1, full_b),
                   r.prefill_s, r.prefill_s > 0 ? full_s / r.prefill_s : 0.0);
     out << line;
