@@ -9,6 +9,9 @@ bash tools/install_deps.sh
 python3 tools/scripts/fetch_models.py smollm2-135m-instruct
 jobs="${FKV_JOBS:-$(nproc)}"
 
+echo "== clang-format (committed .clang-format)"
+git ls-files '*.cc' '*.h' | xargs clang-format --dry-run -Werror
+
 echo "== release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
