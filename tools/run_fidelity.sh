@@ -22,7 +22,8 @@ tmp="$(mktemp)"
   echo "and KL(full || method) of the next-token distributions. KV bytes are the sum of the rows kept"
   echo "after prefill (f32 K and V); prefill time and its ratio to full KV come from the same run."
   echo "Budgets are given as retain rates (per layer C = floor(N * r), FastKV with tsp_rate 0.2)."
-  echo "The numbers are what they are."
+  echo "The numbers are what they are. SmolLM2's \"8K\" prompt is 8000 tokens so that 64 generated"
+  echo "tokens fit its 8192-token context."
   echo
 } > "$tmp"
 ./build/fastkv-fidelity --model "$shared/models/stories260K/stories260K.gguf" --source self \
