@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "chat/jinja_value.h"
+#include "core/utf8.h"
 
 namespace fkv::jinja {
 namespace {
@@ -290,24 +291,6 @@ class Lexer {
     advance_to(p);
   }
 
-  static void append_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
-
   void lex_string(int line, int col) {
     const char quote = src_[pos_];
     size_t p = pos_ + 1;
@@ -375,7 +358,7 @@ class Lexer {
                                                      : (std::tolower(h) - 'a' + 10));
           }
           p += n;
-          append_utf8(value, cp);
+          append_utf8(cp, value);
           break;
         }
         default:

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/utf8.h"
 #include "tokenizer/tokenizer_impl.h"
 
 namespace fkv {
@@ -52,24 +53,6 @@ uint32_t compose(uint32_t a, uint32_t b) {
                                 return e[0] < v.first || (e[0] == v.first && e[1] < v.second);
                               });
   return it != end && (*it)[0] == a && (*it)[1] == b ? (*it)[2] : 0;
-}
-
-void append_utf8(uint32_t cp, std::string& o) {
-  if (cp < 0x80) {
-    o += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    o += static_cast<char>(0xC0 | (cp >> 6));
-    o += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    o += static_cast<char>(0xE0 | (cp >> 12));
-    o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    o += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    o += static_cast<char>(0xF0 | (cp >> 18));
-    o += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    o += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 }  // namespace

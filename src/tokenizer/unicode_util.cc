@@ -2,6 +2,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "core/utf8.h"
 #include "tokenizer/tokenizer_impl.h"
 
 namespace fkv {
@@ -93,21 +94,7 @@ std::string utf8_sanitize(std::string_view s) {
 
 static std::string encode_cp(uint32_t cp) {
   std::string o;
-  if (cp < 0x80) {
-    o += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    o += static_cast<char>(0xC0 | (cp >> 6));
-    o += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    o += static_cast<char>(0xE0 | (cp >> 12));
-    o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    o += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    o += static_cast<char>(0xF0 | (cp >> 18));
-    o += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    o += static_cast<char>(0x80 | (cp & 0x3F));
-  }
+  append_utf8(cp, o);
   return o;
 }
 
