@@ -120,21 +120,20 @@ void accumulated_attention(const LayerView& lv, std::vector<float>& s_q) {
     float* col = s_q.data() + static_cast<int64_t>(h) * n;
     for (int i = 0; i < n; ++i) {
       const float* q = lv.qrow(i) + h * d.head_dim;
-      // Pass 1: online log-sum-exp over keys 0..i.
+      // Row i's causal softmax: logits, their max, exp(l - max) once, then normalise into the
+      // column sums (one exp per element; the sum is accumulated in double).
       float mx = -std::numeric_limits<float>::infinity();
-      double sum = 0.0;
       for (int j = 0; j <= i; ++j) {
         l[j] = dot(q, kh + j * lv.k_stride, d.head_dim) * lv.scale;
-        if (l[j] > mx) {
-          sum = sum * std::exp(static_cast<double>(mx) - l[j]) + 1.0;
-          mx = l[j];
-        } else {
-          sum += std::exp(static_cast<double>(l[j]) - mx);
-        }
+        mx = std::max(mx, l[j]);
       }
-      const float lse = mx + static_cast<float>(std::log(sum));
-      // Pass 2: add the probabilities into the column sums.
-      for (int j = 0; j <= i; ++j) col[j] += std::exp(l[j] - lse);
+      double sum = 0.0;
+      for (int j = 0; j <= i; ++j) {
+        l[j] = std::exp(l[j] - mx);
+        sum += l[j];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int j = 0; j <= i; ++j) col[j] += l[j] * inv;
     }
   }
 }

@@ -32,8 +32,9 @@ void window_scores(const LayerView& lv, int window, int kernel, Pooling pooling,
                    std::vector<float>& s_kv);
 
 // H2O accumulated attention per query head: s[h, j] = sum_{i >= j} softmax_causal(q_i . k_j)[j]
-// over ALL rows i. Streaming: per query row a log-sum-exp pass, then a pass adding
-// exp(l - lse) into the column sums; O(n) scratch, never n x n. Output s_q: [n_heads, n_rows].
+// over ALL rows i. Streaming: per query row its logits, their max, exp(l - max) and the row sum,
+// then the normalised row added into the column sums; O(n) scratch, never n x n.
+// Output s_q: [n_heads, n_rows].
 void accumulated_attention(const LayerView& lv, std::vector<float>& s_q);
 
 // GemFilter: the last row's raw logits q_last . k_j (no scaling, no softmax) summed over all query
