@@ -4,22 +4,10 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "core/cpu.h"
 #include "kernels/dispatch.h"
 
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
-
 namespace fkv {
-
-#if defined(__x86_64__)
-// F16C through cpuid: clang 14 rejects "f16c" in __builtin_cpu_supports.
-bool cpu_has_f16c() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return false;
-  return (ecx & bit_F16C) != 0;
-}
-#endif
 
 bool isa_supported(Isa isa) {
   switch (isa) {
@@ -27,7 +15,7 @@ bool isa_supported(Isa isa) {
       return true;
 #if defined(__x86_64__)
     case Isa::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+      return cpu_has_avx2_fma_f16c();
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&

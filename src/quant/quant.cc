@@ -11,11 +11,8 @@
 
 #include <cstring>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
-
 #include "core/check.h"
+#include "core/cpu.h"
 #include "quant/quant_internal.h"
 
 namespace fkv {
@@ -227,19 +224,9 @@ void deq_q6_k(const uint8_t* b, float* y, int64_t nb) {
   }
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-// F16C by cpuid (leaf 1, ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
-bool cpu_has_f16c() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
-}
-#endif
-
 bool avx2_usable() {
 #if defined(__x86_64__) || defined(__i386__)
-  // __builtin_cpu_supports also checks that the OS saves the YMM state.
-  static const bool ok = quant_detail::avx2_compiled() && __builtin_cpu_supports("avx2") &&
-                         __builtin_cpu_supports("fma") && cpu_has_f16c();
+  static const bool ok = quant_detail::avx2_compiled() && cpu_has_avx2_fma_f16c();
   return ok;
 #else
   return false;

@@ -13,11 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
-
 #include "core/check.h"
+#include "core/cpu.h"
 
 namespace fkv {
 
@@ -336,17 +333,9 @@ QDotFn scalar_kernel(DType t) {
   }
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-bool cpu_has_f16c() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
-}
-#endif
-
 bool avx2_usable() {
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = qdot_detail::avx2_compiled() && __builtin_cpu_supports("avx2") &&
-                         __builtin_cpu_supports("fma") && cpu_has_f16c();
+  static const bool ok = qdot_detail::avx2_compiled() && cpu_has_avx2_fma_f16c();
   return ok;
 #else
   return false;
