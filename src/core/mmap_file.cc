@@ -7,8 +7,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 namespace fkv {
 
@@ -38,15 +36,6 @@ Expected<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path) 
 
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
-}
-
-Expected<std::string> read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::error(strfmt("cannot open '%s': %s", path.c_str(), std::strerror(errno)));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return Status::error(strfmt("error reading '%s'", path.c_str()));
-  return ss.str();
 }
 
 }  // namespace fkv

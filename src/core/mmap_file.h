@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "core/file_io.h"  // read_text_file, for the callers that include this header
 #include "core/status.h"
 
 namespace fkv {
@@ -27,8 +28,5 @@ class MappedFile {
   size_t size_ = 0;
   std::string path_;
 };
-
-// Whole file into a string (small text files: JSON, templates).
-Expected<std::string> read_text_file(const std::string& path);
 
 }  // namespace fkv

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "kv/method_spec.h"
 #include "kv/policies/common.h"
 
 namespace fkv {
@@ -60,7 +61,55 @@ std::vector<std::pair<Opt, const char*>> set_options(const PolicyOptions& o) {
   return out;
 }
 
+// Bit of each key in method_option_infos() order.
+const Opt kOptionBits[] = {kTspLayer, kTspRate, kTspLen, kRetainRate,  kKvBudget,    kWindow,
+                           kKernel,   kPooling, kMode,   kFilterLayer, kPerQueryHead};
+
+const Entry* find_entry(const std::string& method) {
+  for (const Entry& e : kRegistry)
+    if (method == e.name) return &e;
+  return nullptr;
+}
+
+std::string valid_names() {
+  std::string valid;
+  for (const Entry& e : kRegistry) valid += (valid.empty() ? "" : ", ") + std::string(e.name);
+  return valid;
+}
+
 }  // namespace
+
+const std::vector<MethodOptionInfo>& method_option_infos() {
+  using K = MethodOptionKind;
+  static const std::vector<MethodOptionInfo> infos = {
+      {"tsp_layer", K::kInt, "fastkv: layer after which only the selected tokens propagate"},
+      {"tsp_rate", K::kFloat, "fastkv: share of tokens propagated after the TSP layer, (0, 1]"},
+      {"tsp_len", K::kInt, "fastkv: tokens propagated after the TSP layer (absolute)"},
+      {"retain_rate", K::kFloat, "share of prompt KV entries each layer keeps, (0, 1]"},
+      {"kv_budget", K::kInt, "KV entries each layer keeps (absolute)"},
+      {"window", K::kInt, "observation window W (the last W prompt tokens)"},
+      {"kernel", K::kInt, "pooling kernel size (odd)"},
+      {"pooling", K::kString, "score pooling: max | avg"},
+      {"mode", K::kString, "fastkv budgets: proportional (rates) | constant (counts)"},
+      {"filter_layer", K::kInt, "gemfilter: layer whose attention selects the tokens"},
+      {"per_query_head", K::kBool, "snapkv: select per query head (parity with the reference)"},
+  };
+  static_assert(sizeof(kOptionBits) / sizeof(kOptionBits[0]) == 11);
+  return infos;
+}
+
+Expected<std::vector<MethodOptionInfo>> method_options(const std::string& method) {
+  const Entry* entry = find_entry(method);
+  if (entry == nullptr) {
+    return Status::error(
+        strfmt("unknown KV method '%s'; valid methods: %s", method.c_str(), valid_names().c_str()));
+  }
+  std::vector<MethodOptionInfo> out;
+  const auto& infos = method_option_infos();
+  for (size_t i = 0; i < infos.size(); ++i)
+    if (entry->options & kOptionBits[i]) out.push_back(infos[i]);
+  return out;
+}
 
 std::vector<std::string> policy_names() {
   std::vector<std::string> names;
@@ -70,14 +119,10 @@ std::vector<std::string> policy_names() {
 
 Expected<std::unique_ptr<KvPolicy>> make_policy(const PolicyOptions& opts,
                                                 const PolicyModelInfo& model) {
-  const Entry* entry = nullptr;
-  for (const Entry& e : kRegistry)
-    if (opts.method == e.name) entry = &e;
+  const Entry* entry = find_entry(opts.method);
   if (entry == nullptr) {
-    std::string valid;
-    for (const Entry& e : kRegistry) valid += (valid.empty() ? "" : ", ") + std::string(e.name);
-    return Status::error(
-        strfmt("unknown KV method '%s'; valid methods: %s", opts.method.c_str(), valid.c_str()));
+    return Status::error(strfmt("unknown KV method '%s'; valid methods: %s", opts.method.c_str(),
+                                valid_names().c_str()));
   }
   if (model.n_layers <= 0 || model.n_heads <= 0 || model.n_kv_heads <= 0 ||
       model.n_heads % model.n_kv_heads != 0 || model.head_dim <= 0)

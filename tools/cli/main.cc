@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -12,10 +13,13 @@
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "core/file_io.h"
 #include "core/mmap_file.h"
+#include "core/parse_number.h"
 #include "engine/app.h"
 #include "engine/engine.h"
 #include "kernels/matmul.h"
+#include "kv/method_spec.h"
 #include "kv/policy.h"
 
 #ifdef FKV_OPENMP
@@ -30,7 +34,7 @@ using fkv::strfmt;
 
 // ---- argument parsing ----------------------------------------------------------------------
 
-enum class ArgKind { kFlag, kString, kInt, kFloat };
+enum class ArgKind { kFlag, kString, kInt, kFloat };  // kInt/kFloat: shown as N in --help
 struct ArgSpec {
   const char* name;  // without the leading "--"
   ArgKind kind;
@@ -46,23 +50,16 @@ struct ParsedArgs {
   }
 };
 
-Expected<long long> parse_int(const std::string& flag, const std::string& s) {
-  errno = 0;
-  char* end = nullptr;
-  long long v = std::strtoll(s.c_str(), &end, 10);
-  if (s.empty() || *end != '\0' || errno != 0) {
-    return Status::error(strfmt("--%s expects an integer, got '%s'", flag.c_str(), s.c_str()));
-  }
-  return v;
+// Typed reads of parsed flags: full-width parse, range check, then narrow (core/parse_number.h).
+Expected<int64_t> get_int(const ParsedArgs& pa, const std::string& flag, int64_t def, int64_t lo,
+                          int64_t hi) {
+  if (!pa.has(flag)) return def;
+  return fkv::parse_int_in_range(pa.str(flag), "--" + flag, lo, hi);
 }
-Expected<double> parse_float(const std::string& flag, const std::string& s) {
-  errno = 0;
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || *end != '\0' || errno != 0 || !std::isfinite(v)) {
-    return Status::error(strfmt("--%s expects a number, got '%s'", flag.c_str(), s.c_str()));
-  }
-  return v;
+Expected<double> get_float(const ParsedArgs& pa, const std::string& flag, double def, double lo,
+                           double hi) {
+  if (!pa.has(flag)) return def;
+  return fkv::parse_double_in_range(pa.str(flag), "--" + flag, lo, hi);
 }
 
 Expected<ParsedArgs> parse_args(const std::vector<std::string>& args,
@@ -109,13 +106,7 @@ Expected<ParsedArgs> parse_args(const std::vector<std::string>& args,
       }
       value = args[++i];
     }
-    if (spec->kind == ArgKind::kInt) {
-      auto v = parse_int(name, value);
-      if (!v) return v.status();
-    } else if (spec->kind == ArgKind::kFloat) {
-      auto v = parse_float(name, value);
-      if (!v) return v.status();
-    }
+    // Numbers are parsed (with their ranges) where they are read: get_int / get_float.
     out.values[name] = value;
   }
   return out;
@@ -147,7 +138,7 @@ Expected<std::string> read_prompt(const ParsedArgs& pa) {
     return Status::error("give either --prompt or --prompt-file, not both");
   }
   if (pa.has("prompt")) return pa.str("prompt");
-  if (pa.has("prompt-file")) return fkv::read_text_file(pa.str("prompt-file"));
+  if (pa.has("prompt-file")) return fkv::read_text_file(pa.str("prompt-file"), "--prompt-file");
   return Status::error("missing --prompt TEXT or --prompt-file FILE");
 }
 
@@ -168,8 +159,9 @@ const std::vector<ArgSpec>& generate_specs() {
       {"seed", ArgKind::kInt, "RNG seed (default 0); same seed, same output on every machine"},
       {"threads", ArgKind::kInt, "worker threads (default: all cores)"},
       {"method", ArgKind::kString,
-       "KV method: fullkv (default), fastkv, snapkv, pyramidkv, adakv, "
-       "streamingllm, h2o, gemfilter, pyramidinfer"},
+       "KV method spec NAME[:key=value,...]: fullkv (default), fastkv, snapkv, pyramidkv, "
+       "adakv, streamingllm, h2o, gemfilter, pyramidinfer; e.g. "
+       "fastkv:tsp_rate=0.2,retain_rate=0.1"},
       {"tsp-layer", ArgKind::kInt, "fastkv: layer after which only selected tokens propagate"},
       {"tsp-rate", ArgKind::kFloat, "fastkv: share of tokens propagated after the TSP layer"},
       {"tsp-len", ArgKind::kInt, "fastkv: tokens propagated after the TSP layer (absolute)"},
@@ -188,26 +180,27 @@ const std::vector<ArgSpec>& generate_specs() {
   return specs;
 }
 
+// --method takes a spec ("fastkv" or "fastkv:tsp_rate=0.2,retain_rate=0.1", the parser bench,
+// eval, serve and Python share); the per-option flags (--tsp-rate ...) add to it.
 Expected<fkv::PolicyOptions> policy_options(const ParsedArgs& pa) {
-  fkv::PolicyOptions po;
-  po.method = pa.str("method", "fullkv");
-  auto geti = [&](const char* k, std::optional<int>& out) {
-    if (pa.has(k)) out = static_cast<int>(std::strtoll(pa.str(k).c_str(), nullptr, 10));
-  };
-  auto getf = [&](const char* k, std::optional<double>& out) {
-    if (pa.has(k)) out = std::strtod(pa.str(k).c_str(), nullptr);
-  };
-  geti("tsp-layer", po.tsp_layer);
-  getf("tsp-rate", po.tsp_rate);
-  geti("tsp-len", po.tsp_len);
-  getf("retain-rate", po.retain_rate);
-  geti("kv-budget", po.kv_budget);
-  geti("window", po.window);
-  geti("kernel", po.kernel);
-  geti("filter-layer", po.filter_layer);
-  if (pa.has("pooling")) po.pooling = pa.str("pooling");
-  if (pa.has("mode")) po.mode = pa.str("mode");
-  po.per_query_head = pa.has("per-query-head");
+  const std::string spec = pa.str("method", "fullkv");
+  auto po = fkv::parse_method_spec(spec);
+  if (!po) return po.status();
+  const std::string spec_canonical = fkv::format_method_spec(*po);
+  for (const auto& info : fkv::method_option_infos()) {
+    std::string flag = info.key;
+    for (char& ch : flag)
+      if (ch == '_') ch = '-';
+    if (!pa.has(flag)) continue;
+    if (spec_canonical.find(std::string(info.key) + "=") != std::string::npos) {
+      return Status::error(strfmt("--%s repeats option %s of --method '%s'; give it once",
+                                  flag.c_str(), info.key, spec.c_str()));
+    }
+    const std::string value = info.kind == fkv::MethodOptionKind::kBool ? "true" : pa.str(flag);
+    if (auto st = fkv::set_method_option(*po, info.key, value); !st) {
+      return Status::error(strfmt("--%s: %s", flag.c_str(), st.message().c_str()));
+    }
+  }
   return po;
 }
 
@@ -224,26 +217,40 @@ int cmd_generate(const std::vector<std::string>& args) {
   auto pa = parse_args(args, generate_specs(), "generate");
   if (!pa) return fail(pa.status());
   if (!pa->has("model")) return fail(Status::error("generate: missing --model PATH"));
+  if (pa->has("dump-selection")) {
+    // Found before the generation runs, not after.
+    if (auto st = fkv::check_output_path(pa->str("dump-selection"), "--dump-selection"); !st)
+      return fail(st);
+  }
   auto prompt_text = read_prompt(*pa);
   if (!prompt_text) return fail(prompt_text.status());
 
   fkv::GenerationRequest req;
-  req.max_new_tokens =
-      static_cast<int>(std::strtoll(pa->str("max-new-tokens", "128").c_str(), nullptr, 10));
-  if (req.max_new_tokens < 0) return fail(Status::error("--max-new-tokens must be >= 0"));
-  req.sampler.temperature =
-      static_cast<float>(std::strtod(pa->str("temperature", "0").c_str(), nullptr));
-  req.sampler.top_k = static_cast<int>(std::strtoll(pa->str("top-k", "0").c_str(), nullptr, 10));
-  req.sampler.top_p = static_cast<float>(std::strtod(pa->str("top-p", "1").c_str(), nullptr));
-  req.sampler.seed = static_cast<uint64_t>(std::strtoll(pa->str("seed", "0").c_str(), nullptr, 10));
+  // The context bound is checked once the model is known; this bound keeps the int narrowing exact.
+  auto max_new = get_int(*pa, "max-new-tokens", 128, 0, 1 << 30);
+  if (!max_new) return fail(max_new.status());
+  req.max_new_tokens = static_cast<int>(*max_new);
+  auto temperature = get_float(*pa, "temperature", 0.0, 0.0, 1e6);
+  if (!temperature) return fail(temperature.status());
+  req.sampler.temperature = static_cast<float>(*temperature);
+  auto top_k = get_int(*pa, "top-k", 0, 0, std::numeric_limits<int>::max());
+  if (!top_k) return fail(top_k.status());
+  req.sampler.top_k = static_cast<int>(*top_k);
+  auto top_p = get_float(*pa, "top-p", 1.0, 0.0, 1.0);
+  if (!top_p) return fail(top_p.status());
+  req.sampler.top_p = static_cast<float>(*top_p);
+  if (pa->has("seed")) {
+    auto seed = fkv::parse_uint64(pa->str("seed"), "--seed");
+    if (!seed) return fail(seed.status());
+    req.sampler.seed = *seed;
+  }
   if (auto st = fkv::validate_sampler_config(req.sampler); !st) return fail(st);
   if (pa->has("threads")) {
-    const long long t = std::strtoll(pa->str("threads").c_str(), nullptr, 10);
-    if (t < 1 || t > 1024)
-      return fail(Status::error(strfmt("--threads must be in [1, 1024], got %lld", t)));
-    fkv::set_num_threads(static_cast<int>(t));
+    auto t = get_int(*pa, "threads", 0, 1, 1024);
+    if (!t) return fail(t.status());
+    fkv::set_num_threads(static_cast<int>(*t));
 #ifdef FKV_OPENMP
-    omp_set_num_threads(static_cast<int>(t));  // engine and scoring regions too
+    omp_set_num_threads(static_cast<int>(*t));  // engine and scoring regions too
 #endif
   }
 
@@ -266,7 +273,8 @@ int cmd_generate(const std::vector<std::string>& args) {
   if (pa->has("chat")) {
     std::string tmpl = tok->chat_template();
     if (pa->has("chat-template")) {
-      auto t = fkv::read_text_file(pa->str("chat-template"));
+      auto t = fkv::read_text_file(pa->str("chat-template"), "--chat-template",
+                                   /*allow_empty=*/false);
       if (!t) return fail(t.status());
       tmpl = *t;
     }
@@ -330,12 +338,9 @@ int cmd_generate(const std::vector<std::string>& args) {
   std::fflush(stdout);
 
   if (pa->has("dump-selection")) {
-    std::ofstream out(pa->str("dump-selection"));
-    out << session.selection().to_json() << "\n";
-    if (!out) {
-      return fail(Status::error(
-          strfmt("cannot write --dump-selection file '%s'", pa->str("dump-selection").c_str())));
-    }
+    auto st = fkv::write_file_atomic(pa->str("dump-selection"),
+                                     session.selection().to_json() + "\n", "--dump-selection");
+    if (!st) return fail(st);
   }
   const fkv::Timing& t = session.timing();
   const double prefill_tps = t.prefill_s > 0 ? t.n_prompt / t.prefill_s : 0.0;
@@ -380,7 +385,7 @@ int cmd_tokenize(const std::vector<std::string>& args) {
   if (pa->has("text")) {
     text = pa->str("text");
   } else {
-    auto t = fkv::read_text_file(pa->str("file"));
+    auto t = fkv::read_text_file(pa->str("file"), "--file");
     if (!t) return fail(t.status());
     text = *t;
   }
