@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -75,6 +76,51 @@ Expected<Tokenizer> load_tokenizer_for(const Model& model) {
   }
   return Status::error(
       strfmt("%s: no tokenizer.json or tokenizer.model next to the model", model.path().c_str()));
+}
+
+Expected<std::string> render_chat(const Tokenizer& tok, const std::vector<ChatMessage>& messages,
+                                  const std::string& template_override,
+                                  bool add_generation_prompt) {
+  const std::string tmpl = template_override.empty() ? tok.chat_template() : template_override;
+  if (tmpl.empty()) {
+    return Status::error(
+        "the model has no chat template; give one (generate: --chat-template FILE)");
+  }
+  ChatRenderOptions ro;
+  ro.add_generation_prompt = add_generation_prompt;
+  ro.bos_token = tok.bos_token();
+  ro.eos_token = tok.eos_token();
+  auto rendered = render_chat_template(tmpl, messages, ro);
+  if (!rendered) return Status::error("chat template: " + rendered.error());
+  return std::move(rendered.value());
+}
+
+Expected<std::vector<int32_t>> encode_prompt(const Tokenizer& tok, const std::string& text,
+                                             const PromptOptions& opts) {
+  std::vector<int32_t> ids;
+  if (opts.chat) {
+    std::vector<ChatMessage> msgs;
+    if (!opts.system.empty()) msgs.push_back({"system", opts.system});
+    msgs.push_back({"user", text});
+    auto rendered = render_chat(tok, msgs, opts.chat_template);
+    if (!rendered) return rendered.status();
+    ids = tok.encode(*rendered, /*add_special_tokens=*/false);
+  } else {
+    ids = tok.encode(text, /*add_special_tokens=*/true);
+  }
+  if (ids.empty()) {
+    if (tok.bos_id() < 0) return Status::error("the prompt encodes to no tokens");
+    ids.push_back(tok.bos_id());
+  }
+  return ids;
+}
+
+std::vector<int32_t> stop_ids_for(const Tokenizer& tok, const ModelConfig& config) {
+  std::vector<int32_t> ids;
+  for (int32_t id : tok.end_of_generation_ids()) ids.push_back(id);
+  for (int id : config.eos_token_ids)
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  return ids;
 }
 
 Expected<GenerationResult> generate(Session& session, const GenerationRequest& req,

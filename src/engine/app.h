@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "chat/chat_template.h"
 #include "core/status.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -32,6 +33,26 @@ std::vector<std::string> known_model_names();
 // tokenizer.json (+ tokenizer_config.json) or tokenizer.model beside an HF model; the embedded
 // tokenizer of a GGUF file.
 Expected<Tokenizer> load_tokenizer_for(const Model& model);
+
+// How a prompt text becomes token ids: as is (with BOS/special tokens), or as chat messages
+// through the model's chat template (or `chat_template`, a template source that overrides it).
+struct PromptOptions {
+  bool chat = false;
+  std::string system;         // system message with chat (empty: none)
+  std::string chat_template;  // template source; empty: the model's own
+};
+// Renders messages through the template of `tok` (or `template_override`); errors name the
+// template and the model when there is none.
+Expected<std::string> render_chat(const Tokenizer& tok, const std::vector<ChatMessage>& messages,
+                                  const std::string& template_override,
+                                  bool add_generation_prompt = true);
+// Ids of `text` under `opts`. With chat the template writes BOS itself (as apply_chat_template
+// does), so no special tokens are added. An empty result starts from BOS when the tokenizer has
+// one and is an error otherwise.
+Expected<std::vector<int32_t>> encode_prompt(const Tokenizer& tok, const std::string& text,
+                                             const PromptOptions& opts);
+// End-of-generation ids: the tokenizer's and the config's eos ids.
+std::vector<int32_t> stop_ids_for(const Tokenizer& tok, const ModelConfig& config);
 
 struct GenerationRequest {
   std::vector<int32_t> prompt;

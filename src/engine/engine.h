@@ -54,12 +54,19 @@ class Session {
   Status prefill(std::span<const int32_t> tokens, std::vector<float>& logits);
   // Appends one token at position next_pos() (= N + step) and returns its next-token logits.
   Status decode(int32_t token, std::vector<float>& logits);
+  // Appends tokens at positions next_pos() .. next_pos() + k - 1 to the (possibly compressed)
+  // cache, as k decode steps would: the context-first protocol's question, a chat's next turn, a
+  // server's chunked prompt. logits: [n_vocab] after the last token. Needs a prefill first.
+  Status extend(std::span<const int32_t> tokens, std::vector<float>& logits);
   // Full-prompt logits for every position (no compression; test/oracle helper).
   Status prefill_all_logits(std::span<const int32_t> tokens, std::vector<float>& logits);
 
   int32_t next_pos() const;
   size_t kv_bytes() const;  // sum of kept rows (K+V) over layers and heads
   const SelectionRecord& selection() const;
+  // Original positions each layer's KV heads hold now ([n_layers][n_kv_heads][len], ascending);
+  // after decode/extend this includes the appended tokens (GemFilter: positions of its pass).
+  std::vector<std::vector<std::vector<int32_t>>> cache_positions() const;
   const Timing& timing() const;
 
  private:

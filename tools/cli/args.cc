@@ -1,0 +1,155 @@
+#include "cli/args.h"
+
+#include <cstdio>
+
+#include "core/parse_number.h"
+#include "kernels/matmul.h"
+#include "kv/method_spec.h"
+
+#ifdef FKV_OPENMP
+#include <omp.h>
+#endif
+
+namespace fkv::cli {
+
+// Typed reads of parsed flags: full-width parse, range check, then narrow (core/parse_number.h).
+Expected<int64_t> get_int(const ParsedArgs& pa, const std::string& flag, int64_t def, int64_t lo,
+                          int64_t hi) {
+  if (!pa.has(flag)) return def;
+  return parse_int_in_range(pa.str(flag), "--" + flag, lo, hi);
+}
+Expected<double> get_float(const ParsedArgs& pa, const std::string& flag, double def, double lo,
+                           double hi) {
+  if (!pa.has(flag)) return def;
+  return parse_double_in_range(pa.str(flag), "--" + flag, lo, hi);
+}
+
+Expected<ParsedArgs> parse_args(const std::vector<std::string>& args,
+                                const std::vector<ArgSpec>& specs, const std::string& command) {
+  ParsedArgs out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string a = args[i];
+    if (a.rfind("--", 0) != 0) {
+      return Status::error(strfmt("%s: unexpected argument '%s' (see fastkv %s --help)",
+                                  command.c_str(), a.c_str(), command.c_str()));
+    }
+    std::string name = a.substr(2);
+    std::optional<std::string> inline_value;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      inline_value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    const ArgSpec* spec = nullptr;
+    for (const auto& s : specs) {
+      if (name == s.name) spec = &s;
+    }
+    if (spec == nullptr) {
+      return Status::error(strfmt("%s: unknown option '--%s' (see fastkv %s --help)",
+                                  command.c_str(), name.c_str(), command.c_str()));
+    }
+    if (out.has(name)) {
+      return Status::error(strfmt("%s: option '--%s' given twice", command.c_str(), name.c_str()));
+    }
+    if (spec->kind == ArgKind::kFlag) {
+      if (inline_value) {
+        return Status::error(
+            strfmt("%s: option '--%s' takes no value", command.c_str(), name.c_str()));
+      }
+      out.values[name] = "1";
+      continue;
+    }
+    std::string value;
+    if (inline_value) {
+      value = *inline_value;
+    } else {
+      if (i + 1 >= args.size()) {
+        return Status::error(
+            strfmt("%s: option '--%s' needs a value", command.c_str(), name.c_str()));
+      }
+      value = args[++i];
+    }
+    // Numbers are parsed (with their ranges) where they are read: get_int / get_float.
+    out.values[name] = value;
+  }
+  return out;
+}
+
+void print_help(const char* usage, const std::vector<ArgSpec>& specs) {
+  std::printf("%s\n\nOptions:\n", usage);
+  for (const auto& s : specs) {
+    const char* meta = s.kind == ArgKind::kFlag ? "" : s.kind == ArgKind::kString ? " VALUE" : " N";
+    std::printf("  --%s%s\n      %s\n", s.name, meta, s.help);
+  }
+}
+
+bool wants_help(const std::vector<std::string>& args) {
+  for (const auto& a : args) {
+    if (a == "--help" || a == "-h") return true;
+  }
+  return false;
+}
+
+int fail(const Status& st) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "fastkv: error: %s\n", st.message().c_str());
+  return 1;
+}
+
+Status apply_threads(const ParsedArgs& pa) {
+  if (!pa.has("threads")) return Status::ok();
+  auto t = get_int(pa, "threads", 0, 1, 1024);
+  if (!t) return t.status();
+  set_num_threads(static_cast<int>(*t));
+#ifdef FKV_OPENMP
+  omp_set_num_threads(static_cast<int>(*t));  // engine and scoring regions too
+#endif
+  return Status::ok();
+}
+
+const std::vector<ArgSpec>& method_arg_specs() {
+  static const std::vector<ArgSpec> specs = {
+      {"method", ArgKind::kString,
+       "KV method spec NAME[:key=value,...]: fullkv (default), fastkv, snapkv, pyramidkv, "
+       "adakv, streamingllm, h2o, gemfilter, pyramidinfer; e.g. "
+       "fastkv:tsp_rate=0.2,retain_rate=0.1"},
+      {"tsp-layer", ArgKind::kInt, "fastkv: layer after which only selected tokens propagate"},
+      {"tsp-rate", ArgKind::kFloat, "fastkv: share of tokens propagated after the TSP layer"},
+      {"tsp-len", ArgKind::kInt, "fastkv: tokens propagated after the TSP layer (absolute)"},
+      {"retain-rate", ArgKind::kFloat, "share of prompt KV entries each layer keeps"},
+      {"kv-budget", ArgKind::kInt, "KV entries each layer keeps (absolute)"},
+      {"window", ArgKind::kInt, "observation window W"},
+      {"kernel", ArgKind::kInt, "pooling kernel size"},
+      {"pooling", ArgKind::kString, "max | avg"},
+      {"mode", ArgKind::kString, "fastkv: proportional | constant"},
+      {"filter-layer", ArgKind::kInt, "gemfilter: layer whose attention selects the tokens"},
+      {"per-query-head", ArgKind::kFlag,
+       "snapkv: select per query head (parity with the reference)"},
+  };
+  return specs;
+}
+
+// --method takes a spec ("fastkv" or "fastkv:tsp_rate=0.2,retain_rate=0.1", the parser bench,
+// eval, serve and Python share); the per-option flags (--tsp-rate ...) add to it.
+Expected<PolicyOptions> policy_options(const ParsedArgs& pa) {
+  const std::string spec = pa.str("method", "fullkv");
+  auto po = parse_method_spec(spec);
+  if (!po) return po.status();
+  const std::string spec_canonical = format_method_spec(*po);
+  for (const auto& info : method_option_infos()) {
+    std::string flag = info.key;
+    for (char& ch : flag)
+      if (ch == '_') ch = '-';
+    if (!pa.has(flag)) continue;
+    if (spec_canonical.find(std::string(info.key) + "=") != std::string::npos) {
+      return Status::error(strfmt("--%s repeats option %s of --method '%s'; give it once",
+                                  flag.c_str(), info.key, spec.c_str()));
+    }
+    const std::string value = info.kind == MethodOptionKind::kBool ? "true" : pa.str(flag);
+    if (auto st = set_method_option(*po, info.key, value); !st) {
+      return Status::error(strfmt("--%s: %s", flag.c_str(), st.message().c_str()));
+    }
+  }
+  return po;
+}
+
+}  // namespace fkv::cli

@@ -1,0 +1,12 @@
+// The fastkv subcommands; each lives in its own file of tools/cli and is listed in main.cc.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace fkv::cli {
+
+int cmd_generate(const std::vector<std::string>& args);
+int cmd_tokenize(const std::vector<std::string>& args);
+
+}  // namespace fkv::cli
