@@ -1,26 +1,80 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 namespace fkv {
 using json = nlohmann::json;
 
 namespace {
 
-// Reads an optional numeric field; errors name the field and the file.
+// Reads an optional numeric field; errors name the field and the file. Integers must be written
+// as integers (2.5 is not a layer count) and fit the field before it is narrowed; floats must be
+// finite.
 template <class T>
 Status read_num(const json& j, const char* key, T& out, bool required, const std::string& src) {
   if (!j.contains(key) || j[key].is_null()) {
     if (required) return Status::error(strfmt("%s: missing field '%s'", src.c_str(), key));
     return Status::ok();
   }
-  if (!j[key].is_number()) {
+  const json& v = j[key];
+  if (!v.is_number()) {
     return Status::error(
-        strfmt("%s: field '%s' must be a number, got %s", src.c_str(), key, j[key].dump().c_str()));
+        strfmt("%s: field '%s' must be a number, got %s", src.c_str(), key, v.dump().c_str()));
   }
-  out = j[key].get<T>();
+  if constexpr (std::is_integral_v<T>) {
+    const bool integral =
+        v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) &&
+                                  std::floor(v.get<double>()) == v.get<double>());
+    if (!integral) {
+      return Status::error(
+          strfmt("%s: field '%s' must be an integer, got %s", src.c_str(), key, v.dump().c_str()));
+    }
+    const double as_double = v.get<double>();
+    const bool fits =
+        v.is_number_unsigned()
+            ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
+            : (as_double >= static_cast<double>(std::numeric_limits<T>::min()) &&
+               as_double <= static_cast<double>(std::numeric_limits<T>::max()));
+    if (!fits) {
+      return Status::error(
+          strfmt("%s: field '%s' = %s is out of range", src.c_str(), key, v.dump().c_str()));
+    }
+    out = v.is_number_float() ? static_cast<T>(as_double) : v.get<T>();
+  } else {
+    const double d = v.get<double>();
+    if (!std::isfinite(d) || std::abs(d) > static_cast<double>(std::numeric_limits<T>::max())) {
+      return Status::error(
+          strfmt("%s: field '%s' = %s is out of range", src.c_str(), key, v.dump().c_str()));
+    }
+    out = static_cast<T>(d);
+  }
   return Status::ok();
+}
+
+// Token id fields (eos_token_id: an integer or a list of them; bos_token_id). A value that is
+// not an integer id is an error, not skipped.
+Status read_token_ids(const json& j, const char* key, std::vector<int>& out,
+                      const std::string& src) {
+  if (!j.contains(key) || j[key].is_null()) return Status::ok();
+  auto one = [&](const json& v) -> Status {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
+        v.get<int64_t>() > std::numeric_limits<int>::max()) {
+      return Status::error(strfmt("%s: field '%s' must hold non-negative integer token ids, got %s",
+                                  src.c_str(), key, v.dump().c_str()));
+    }
+    const int id = static_cast<int>(v.get<int64_t>());
+    if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+    return Status::ok();
+  };
+  if (j[key].is_array()) {
+    for (const auto& v : j[key]) FKV_RETURN_IF_ERROR(one(v));
+    return Status::ok();
+  }
+  return one(j[key]);
 }
 
 }  // namespace
@@ -37,10 +91,28 @@ Status ModelConfig::validate(const std::string& src) const {
                                 src.c_str(), n_kv_heads, n_heads));
   }
   if (head_dim <= 0 || head_dim % 2 != 0 || head_dim > 1024) return bad("head_dim", head_dim);
-  if (d_ff <= 0) return bad("intermediate_size", d_ff);
-  if (n_vocab <= 0) return bad("vocab_size", n_vocab);
+  if (d_ff <= 0 || d_ff > (1 << 20)) return bad("intermediate_size", d_ff);
+  if (n_vocab <= 0 || n_vocab > (1 << 24)) return bad("vocab_size", n_vocab);
   if (n_ctx <= 0) return bad("max_position_embeddings", n_ctx);
-  if (!(rope_theta > 0)) return bad("rope_theta", static_cast<long long>(rope_theta));
+  if (!(rope_theta > 0) || !std::isfinite(rope_theta)) {
+    return Status::error(strfmt("%s: invalid rope_theta = %g (must be > 0)", src.c_str(),
+                                static_cast<double>(rope_theta)));
+  }
+  if (!(rms_eps > 0) || !std::isfinite(rms_eps)) {
+    return Status::error(strfmt("%s: invalid rms_norm_eps = %g (must be > 0)", src.c_str(),
+                                static_cast<double>(rms_eps)));
+  }
+  if (sliding_window < 0) return bad("sliding_window", sliding_window);
+  for (int id : eos_token_ids) {
+    if (id < 0 || id >= n_vocab) {
+      return Status::error(strfmt("%s: eos_token_id %d is outside the vocabulary [0, %d)",
+                                  src.c_str(), id, n_vocab));
+    }
+  }
+  if (bos_token_id >= n_vocab) {
+    return Status::error(strfmt("%s: bos_token_id %d is outside the vocabulary [0, %d)",
+                                src.c_str(), bos_token_id, n_vocab));
+  }
   if (rot_dim <= 0 || rot_dim > head_dim || rot_dim % 2 != 0) return bad("rope dimension", rot_dim);
   return Status::ok();
 }
@@ -109,8 +181,8 @@ Expected<ModelConfig> parse_hf_config(const std::string& text, const std::string
     if (j.contains("use_sliding_window") && j["use_sliding_window"].is_boolean()) {
       use = j["use_sliding_window"].get<bool>();
     }
-    if (use && j.contains("sliding_window") && j["sliding_window"].is_number_integer()) {
-      c.sliding_window = j["sliding_window"].get<int>();
+    if (use && j.contains("sliding_window") && !j["sliding_window"].is_null()) {
+      FKV_RETURN_IF_ERROR(read_num(j, "sliding_window", c.sliding_window, false, src));
       if (c.arch != Arch::kMistral) {
         return Status::error(
             strfmt("%s: use_sliding_window with max_window_layers is not supported", src.c_str()));
@@ -158,21 +230,33 @@ Expected<ModelConfig> parse_hf_config(const std::string& text, const std::string
                  src.c_str(), type.c_str()));
     }
   }
-  auto read_ids = [&](const char* key, std::vector<int>& out) {
-    if (!j.contains(key)) return;
-    if (j[key].is_number_integer()) out.push_back(j[key].get<int>());
-    if (j[key].is_array()) {
-      for (const auto& v : j[key]) {
-        if (v.is_number_integer()) out.push_back(v.get<int>());
-      }
-    }
-  };
-  read_ids("eos_token_id", c.eos_token_ids);
-  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) {
-    c.bos_token_id = j["bos_token_id"].get<int>();
+  FKV_RETURN_IF_ERROR(read_token_ids(j, "eos_token_id", c.eos_token_ids, src));
+  std::vector<int> bos;
+  FKV_RETURN_IF_ERROR(read_token_ids(j, "bos_token_id", bos, src));
+  if (j.contains("bos_token_id") && j["bos_token_id"].is_array()) {
+    return Status::error(strfmt("%s: field 'bos_token_id' must be one integer token id, got %s",
+                                src.c_str(), j["bos_token_id"].dump().c_str()));
   }
+  if (!bos.empty()) c.bos_token_id = bos[0];
   FKV_RETURN_IF_ERROR(c.validate(src));
   return c;
+}
+
+Status apply_generation_config(const std::string& text, const std::string& src, ModelConfig& c) {
+  json g = json::parse(text, nullptr, false);
+  if (g.is_discarded() || !g.is_object()) {
+    return Status::error(strfmt("%s: not a valid JSON object", src.c_str()));
+  }
+  std::vector<int> ids = c.eos_token_ids;
+  FKV_RETURN_IF_ERROR(read_token_ids(g, "eos_token_id", ids, src));
+  for (int id : ids) {
+    if (id >= c.n_vocab) {
+      return Status::error(strfmt("%s: eos_token_id %d is outside the vocabulary [0, %d)",
+                                  src.c_str(), id, c.n_vocab));
+    }
+  }
+  c.eos_token_ids = std::move(ids);
+  return Status::ok();
 }
 
 std::vector<float> rope_inv_freq(const ModelConfig& cfg) {

@@ -54,5 +54,7 @@ Expected<ModelConfig> parse_hf_config(const std::string& config_json, const std:
 // RoPE inverse frequencies [rot_dim / 2], computed in float32 as transformers does (incl. llama3
 // and linear scaling), so angles match the reference bit for bit.
 std::vector<float> rope_inv_freq(const ModelConfig& cfg);
+// Adds generation_config.json's end-of-generation ids (`text`, named `src` in errors) to `c`.
+Status apply_generation_config(const std::string& text, const std::string& src, ModelConfig& c);
 
 }  // namespace fkv

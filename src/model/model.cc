@@ -91,7 +91,7 @@ Expected<std::unique_ptr<Model>> Model::load(const std::string& path) {
 
 Status Model::load_hf(const std::string& dir) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
-  auto text = read_text_file(config_path);
+  auto text = read_text_file(config_path, "config", /*allow_empty=*/false);
   if (!text) return text.status();
   auto cfg = parse_hf_config(*text, config_path);
   if (!cfg) return cfg.status();
@@ -99,27 +99,9 @@ Status Model::load_hf(const std::string& dir) {
   // generation_config.json may list more end-of-generation ids than config.json.
   const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
   if (fs::exists(gen_path)) {
-    auto gen_text = read_text_file(gen_path);
+    auto gen_text = read_text_file(gen_path, "generation config", /*allow_empty=*/false);
     if (!gen_text) return gen_text.status();
-    json g = json::parse(*gen_text, nullptr, false);
-    if (g.is_discarded() || !g.is_object()) {
-      return Status::error(strfmt("%s: not a valid JSON object", gen_path.c_str()));
-    }
-    if (g.contains("eos_token_id")) {
-      std::vector<int> ids;
-      if (g["eos_token_id"].is_number_integer()) ids.push_back(g["eos_token_id"].get<int>());
-      if (g["eos_token_id"].is_array()) {
-        for (const auto& v : g["eos_token_id"]) {
-          if (v.is_number_integer()) ids.push_back(v.get<int>());
-        }
-      }
-      for (int id : ids) {
-        if (std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(), id) ==
-            config_.eos_token_ids.end()) {
-          config_.eos_token_ids.push_back(id);
-        }
-      }
-    }
+    FKV_RETURN_IF_ERROR(apply_generation_config(*gen_text, gen_path, config_));
   }
 
   auto archive = SafetensorsArchive::open(dir);

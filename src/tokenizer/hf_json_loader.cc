@@ -1,8 +1,7 @@
 // tokenizer.json (+ tokenizer_config.json) -> TokenizerImpl.
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "core/file_io.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_impl.h"
 
@@ -11,12 +10,9 @@ namespace {
 
 using nlohmann::json;
 
+// A directory, an unreadable or an empty path says so, instead of "invalid JSON".
 Expected<std::string> read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return Status::error(strfmt("cannot open %s", path.c_str()));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  return read_text_file(path, "tokenizer file", /*allow_empty=*/false);
 }
 
 std::string type_of(const json& j) {

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/file_io.h"
 #include "io/gguf.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_impl.h"
@@ -222,11 +223,9 @@ Expected<Tokenizer> Tokenizer::from_sentencepiece_model_bytes(std::string_view b
 }
 
 Expected<Tokenizer> Tokenizer::from_sentencepiece_model(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return Status::error(strfmt("cannot open %s", path.c_str()));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return from_sentencepiece_model_bytes(ss.str(), path);
+  auto bytes = read_text_file(path, "tokenizer.model", /*allow_empty=*/false);
+  if (!bytes) return bytes.status();
+  return from_sentencepiece_model_bytes(*bytes, path);
 }
 
 // --- GGUF ---------------------------------------------------------------------------------------
@@ -251,10 +250,23 @@ Expected<Tokenizer> Tokenizer::from_gguf(const GgufFile& gguf) {
                                   path.c_str(), tt->size(), static_cast<long long>(n)));
     for (int64_t t : *tt) types.push_back(static_cast<int>(t));
   }
+  // A special-token id the file names must exist: silently dropping BOS changes every output.
+  Status id_error = Status::ok();
   auto opt_id = [&](const char* key) -> int32_t {
     if (!gguf.has(key)) return -1;
     auto v = gguf.get_int(key);
-    if (!v || *v < 0 || *v >= n) return -1;
+    if (!v) {
+      if (id_error) id_error = Status::error(strfmt("%s: %s", path.c_str(), v.error().c_str()));
+      return -1;
+    }
+    if (*v < 0 || *v >= n) {
+      if (id_error) {
+        id_error =
+            Status::error(strfmt("%s: %s = %lld is outside the vocabulary [0, %lld)", path.c_str(),
+                                 key, static_cast<long long>(*v), static_cast<long long>(n)));
+      }
+      return -1;
+    }
     return static_cast<int32_t>(*v);
   };
   bool add_bos_default;
@@ -345,6 +357,7 @@ Expected<Tokenizer> Tokenizer::from_gguf(const GgufFile& gguf) {
   }
   m->bos_id = opt_id("tokenizer.ggml.bos_token_id");
   m->eos_id = opt_id("tokenizer.ggml.eos_token_id");
+  if (!id_error) return id_error;
   bool add_bos = add_bos_default;
   if (gguf.has("tokenizer.ggml.add_bos_token")) {
     auto v = gguf.get_int("tokenizer.ggml.add_bos_token");
@@ -367,6 +380,7 @@ Expected<Tokenizer> Tokenizer::from_gguf(const GgufFile& gguf) {
     int32_t id = opt_id(key);
     if (id >= 0 && !std::count(m->eog_ids.begin(), m->eog_ids.end(), id)) m->eog_ids.push_back(id);
   }
+  if (!id_error) return id_error;
   return TokenizerBuilder::make(std::move(m));
 }
 

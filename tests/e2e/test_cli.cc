@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli_run.h"
+
 namespace {
 namespace fs = std::filesystem;
 
@@ -18,33 +20,8 @@ const std::string kShared = FKV_SHARED_DIR;
 const std::string kSource = FKV_SOURCE_DIR;
 const std::string kStories = kShared + "/models/stories260K/stories260K.gguf";
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-CliRun run(const std::string& args) {
-  const fs::path err_file =
-      fs::temp_directory_path() / ("fkv_cli_err_" + std::to_string(::getpid()));
-  const std::string cmd = shell_quote(kCli) + " " + args + " 2>" + err_file.string();
-  CliRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  fs::remove(err_file);
-  return r;
-}
+using fkv_test::CliRun;
+CliRun run(const std::string& args) { return fkv_test::run_cli(kCli, args); }
 
 TEST(Cli, GenerateStreamsTextAndPrintsTiming) {
   CliRun r = run("generate --model " + kStories + " --prompt '' --max-new-tokens 20");

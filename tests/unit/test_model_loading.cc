@@ -91,6 +91,23 @@ TEST(ModelLoading, BadConfigsNameTheField) {
        },
        "yarn"},
       {[](json& j) { j["hidden_act"] = "gelu"; }, "gelu"},
+      // Issue 11, cause 2: numbers are range-checked before narrowing (was -727379968).
+      {[](json& j) { j["vocab_size"] = 1e12; }, "vocab_size"},
+      {[](json& j) { j["vocab_size"] = 1000000000000LL; }, "1000000000000"},
+      {[](json& j) { j["num_attention_heads"] = 4294967300ULL; }, "4294967300"},
+      // Issue 11, cause 3: non-integers where integers belong, non-positive eps, bad token ids.
+      {[](json& j) { j["num_hidden_layers"] = 2.5; }, "must be an integer, got 2.5"},
+      {[](json& j) { j["max_position_embeddings"] = 1024.5; }, "max_position_embeddings"},
+      {[](json& j) { j["rms_norm_eps"] = -1; }, "rms_norm_eps"},
+      {[](json& j) { j["rms_norm_eps"] = 0; }, "rms_norm_eps"},
+      {[](json& j) { j["rope_theta"] = -5; }, "rope_theta"},
+      {[](json& j) { j["eos_token_id"] = 100000; }, "eos_token_id 100000 is outside"},
+      {[](json& j) {
+         j["eos_token_id"] = {1, "two"};
+       },
+       "eos_token_id"},
+      {[](json& j) { j["bos_token_id"] = 1.5; }, "bos_token_id"},
+      {[](json& j) { j["bos_token_id"] = 100000; }, "bos_token_id 100000 is outside"},
   };
   const std::string original = json::parse(std::ifstream(dir / "config.json")).dump();
   for (const auto& c : cases) {
@@ -102,6 +119,28 @@ TEST(ModelLoading, BadConfigsNameTheField) {
   }
   std::ofstream(dir / "config.json") << "{ malformed";
   EXPECT_NE(load_error(dir).find("not a valid JSON"), std::string::npos);
+  // Issue 11, cause 1: an empty config or a directory in its place says so.
+  std::ofstream(dir / "config.json", std::ios::trunc).close();
+  std::string err = load_error(dir);
+  EXPECT_NE(err.find("is empty"), std::string::npos) << err;
+  fs::remove(dir / "config.json");
+  fs::create_directory(dir / "config.json");
+  err = load_error(dir);
+  EXPECT_NE(err.find("is a directory"), std::string::npos) << err;
+  fs::remove_all(dir);
+}
+
+TEST(ModelLoading, BadGenerationConfigNamesTheField) {
+  const fs::path dir = scratch_copy("tiny-llama");
+  std::ofstream(dir / "generation_config.json") << R"({"eos_token_id": [2, 99999]})";
+  std::string err = load_error(dir);
+  EXPECT_NE(err.find("generation_config.json"), std::string::npos) << err;
+  EXPECT_NE(err.find("99999"), std::string::npos) << err;
+  std::ofstream(dir / "generation_config.json", std::ios::trunc) << R"({"eos_token_id": "x"})";
+  err = load_error(dir);
+  EXPECT_NE(err.find("eos_token_id"), std::string::npos) << err;
+  std::ofstream(dir / "generation_config.json", std::ios::trunc) << R"({"eos_token_id": [2]})";
+  EXPECT_EQ(load_error(dir), "");
   fs::remove_all(dir);
 }
 

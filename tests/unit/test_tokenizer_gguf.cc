@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -149,6 +150,35 @@ TEST(TokenizerGguf, Gpt2StyleMatchesHfGoldens) {
   EXPECT_NE(tb.error().find("tokenizer.ggml.pre"), std::string::npos) << tb.error();
   EXPECT_NE(tb.error().find("mystery"), std::string::npos) << tb.error();
   std::remove(path.c_str());
+}
+
+// Issue 11, cause 3: a special-token id outside the vocabulary is an error naming the key (it
+// used to drop BOS silently).
+TEST(GgufTokenizer, SpecialTokenIdOutsideVocabularyIsAnError) {
+  const std::string src = std::string(FKV_SHARED_DIR) + "/models/stories260K/stories260K.gguf";
+  std::ifstream in(src, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"}) {
+    std::string patched = bytes;
+    const size_t at = patched.find(key);
+    ASSERT_NE(at, std::string::npos) << key;
+    const size_t type_at = at + std::strlen(key);
+    uint32_t type = 0;
+    std::memcpy(&type, patched.data() + type_at, 4);
+    ASSERT_EQ(type, 4u) << key << ": expected a uint32 value";  // GGUF_TYPE_UINT32
+    const uint32_t bad = 999999;
+    std::memcpy(patched.data() + type_at + 4, &bad, 4);
+    const std::string path = ::testing::TempDir() + "fkv_bad_special_id.gguf";
+    std::ofstream(path, std::ios::binary) << patched;
+    auto f = GgufFile::open(path);
+    ASSERT_TRUE(f) << f.error();
+    auto t = Tokenizer::from_gguf(*f);
+    ASSERT_FALSE(t) << key;
+    EXPECT_NE(t.error().find(key), std::string::npos) << t.error();
+    EXPECT_NE(t.error().find("999999"), std::string::npos) << t.error();
+    EXPECT_NE(t.error().find("outside the vocabulary"), std::string::npos) << t.error();
+    std::remove(path.c_str());
+  }
 }
 
 }  // namespace
