@@ -16,7 +16,9 @@
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "core/file_io.h"
 #include "core/mmap_file.h"
+#include "core/parse_number.h"
 #include "engine/app.h"
 #include "engine/engine.h"
 #include "kernels/matmul.h"
@@ -187,23 +189,35 @@ int main(int argc, char** argv) {
       o.model = val();
     else if (a == "--lengths") {
       o.lengths.clear();
-      for (auto& s : split(val(), ',')) o.lengths.push_back(std::atoi(s.c_str()));
+      for (auto& s : split(val(), ',')) {
+        auto v = fkv::parse_int_in_range(s, "--lengths", 1, 1 << 24);
+        if (!v) return fail(v.error());
+        o.lengths.push_back(static_cast<int>(*v));
+      }
     } else if (a == "--rates") {
       o.rates.clear();
-      for (auto& s : split(val(), ',')) o.rates.push_back(std::atof(s.c_str()));
+      for (auto& s : split(val(), ',')) {
+        auto v = fkv::parse_double_in_range(s, "--rates", 0.0, 1.0);
+        if (!v) return fail(v.error());
+        o.rates.push_back(*v);
+      }
     } else if (a == "--methods")
       o.methods = split(val(), ',');
-    else if (a == "--gen")
-      o.gen = std::atoi(val().c_str());
-    else if (a == "--source")
+    else if (a == "--gen") {
+      auto v = fkv::parse_int_in_range(val(), "--gen", 1, 1 << 20);
+      if (!v) return fail(v.error());
+      o.gen = static_cast<int>(*v);
+    } else if (a == "--source")
       o.source = val();
     else if (a == "--essays")
       o.essays_dir = val();
     else if (a == "--out")
       o.out = val();
-    else if (a == "--threads")
-      o.threads = std::atoi(val().c_str());
-    else if (a == "--help" || a == "-h") {
+    else if (a == "--threads") {
+      auto v = fkv::parse_int_in_range(val(), "--threads", 1, 1024);
+      if (!v) return fail(v.error());
+      o.threads = static_cast<int>(*v);
+    } else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: fastkv-fidelity --model PATH --out FILE.md [--lengths 1024,4096] [--rates "
           "0.1,0.2,0.5]\n         [--methods fastkv,snapkv,...] [--gen 64] [--source essays|self] "
@@ -217,6 +231,8 @@ int main(int argc, char** argv) {
   if (o.source != "essays" && o.source != "self") return fail("--source must be essays or self");
   if (o.source == "essays" && o.essays_dir.empty()) return fail("--essays DIR is required");
   if (o.gen < 1) return fail("--gen must be >= 1");
+  // The report is appended (one section per model), atomically: checked before the runs.
+  if (auto st = fkv::check_output_path(o.out, "--out"); !st) return fail(st.message());
   if (o.threads > 0) {
     fkv::set_num_threads(o.threads);
 #ifdef FKV_OPENMP
@@ -294,8 +310,12 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::ofstream out(o.out, std::ios::app);
-  if (!out) return fail("cannot write '" + o.out + "'");
+  std::ostringstream out;
+  if (fs::exists(o.out)) {
+    auto previous = fkv::read_text_file(o.out, "--out");
+    if (!previous) return fail(previous.error());
+    out << *previous;
+  }
   out << "## " << fs::path(*path).filename().string() << "\n\n";
   out << "Prompts: "
       << (o.source == "self" ? "the model's own text, sampled from BOS (seed 7)"
@@ -323,5 +343,6 @@ int main(int argc, char** argv) {
     out << line;
   }
   out << "\n";
+  if (auto st = fkv::write_file_atomic(o.out, out.str(), "--out"); !st) return fail(st.message());
   return 0;
 }
