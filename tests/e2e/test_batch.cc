@@ -97,7 +97,7 @@ TEST(Batch, DecodeBatchEqualsDecodeAloneBitForBit) {
         if (big && B != 9) continue;
         SCOPED_TRACE(path + " " + spec + " B=" + std::to_string(B));
         const int steps = big ? 2 : 6;
-        const int base = big ? 40 : 40, len_step = big ? 3 : 13;
+        const int base = big ? 20 : 40, len_step = big ? 2 : 13;
         auto alone = make_seqs(m, spec, B, steps, 5, base, len_step);
         auto batched = make_seqs(m, spec, B, steps, 5, base, len_step);
         for (int step = 0; step < steps; ++step) {
