@@ -347,7 +347,14 @@ std::optional<ApiError> parse_request(ServeContext& ctx, const std::string& text
     }
     job->sampler.seed = seed->get<uint64_t>();
   }
+  // Not OpenAI fields, but what llama.cpp's server and vLLM accept too: top_k, and ignore_eos
+  // (benchmarks: decode a fixed number of tokens).
+  std::optional<int64_t> top_k;
+  if (auto e = read_int(body, "top_k", 0, std::numeric_limits<int32_t>::max(), top_k)) return e;
+  job->sampler.top_k = static_cast<int>(top_k.value_or(0));
   if (auto st = validate_sampler_config(job->sampler); !st) return bad("", st.message());
+  bool ignore_eos = false;
+  if (auto e = read_bool(body, "ignore_eos", ignore_eos)) return e;
 
   if (const json* stop = field(body, "stop")) {
     if (stop->is_string()) {
@@ -389,7 +396,7 @@ std::optional<ApiError> parse_request(ServeContext& ctx, const std::string& text
   }
   if (auto e = parse_kv_compression(ctx, body, job->method)) return e;
   job->method_spec = format_method_spec(job->method);
-  job->stop_ids = ctx.stop_ids;
+  if (!ignore_eos) job->stop_ids = ctx.stop_ids;
   job->reserve_bytes =
       worst_case_kv_bytes(job->method, ctx.model->config(), n_prompt, job->max_tokens);
   if (ctx.kv_memory != 0 && job->reserve_bytes > ctx.kv_memory) {
