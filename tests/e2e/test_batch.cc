@@ -89,10 +89,10 @@ TEST(Batch, DecodeBatchEqualsDecodeAloneBitForBit) {
     const Model& m = **model;
     const bool big = m.config().n_layers > 8;  // SmolLM2: fewer cases, same switches
     for (const char* spec : kSpecs) {
-      if (big &&
-          (std::string(spec).rfind("h2o", 0) == 0 || std::string(spec).rfind("gem", 0) == 0)) {
-        continue;
-      }
+      // SmolLM2 (the Q4_1 8-bit-activation path): fullkv, fastkv, snapkv, pyramidinfer; the tiny
+      // models run every spec.
+      const std::string sp(spec);
+      if (big && (sp.rfind("h2o", 0) == 0 || sp.rfind("gemfilter", 0) == 0)) continue;
       for (int B : {1, 3, 9}) {
         if (big && B != 9) continue;
         SCOPED_TRACE(path + " " + spec + " B=" + std::to_string(B));
@@ -178,6 +178,9 @@ TEST(Batch, SteppedPrefillEqualsOnePrefill) {
     for (const char* spec :
          {"fullkv", "fastkv:retain_rate=0.25,tsp_rate=0.3", "snapkv:retain_rate=0.2",
           "gemfilter:kv_budget=32", "pyramidinfer:retain_rate=0.5"}) {
+      if (m.config().n_layers > 8 && std::string(spec) != "fastkv:retain_rate=0.25,tsp_rate=0.3") {
+        continue;  // SmolLM2: one method (TSP) is enough on top of the tiny models
+      }
       SCOPED_TRACE(path + " " + spec);
       SessionOptions so;
       so.max_new_tokens = 4;
