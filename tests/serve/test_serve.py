@@ -555,45 +555,58 @@ def smollm_tests():
         assert len(r.choices[0].logprobs.content[0].top_logprobs) == 2
 
     def disconnect():
-        before = s.metrics()["fastkv_sequences_cancelled_total"]
-        sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
-        body = json.dumps({"messages": [{"role": "user", "content": "Tell me a long story."}],
-                           "max_tokens": 1500, "temperature": 0, "stream": True})
-        sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                      f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
-                      f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
-        got = b""
-        while got.count(b"data: ") < 3:
-            got += sock.recv(4096)
-        sock.close()
-        t0 = time.time()
-        while time.time() - t0 < 5:
+        for stream in (True, False):
+            before = s.metrics()["fastkv_sequences_cancelled_total"]
+            sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+            body = json.dumps({"messages": [{"role": "user", "content": "Tell me a long story."}],
+                               "max_tokens": 1500, "temperature": 0, "stream": stream,
+                               "ignore_eos": True})
+            sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                          f"Authorization: Bearer {API_KEY}\r\n"
+                          f"Content-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+            if stream:
+                got = b""
+                while got.count(b"data: ") < 3:
+                    got += sock.recv(4096)
+            else:
+                t0 = time.time()
+                while s.metrics()["fastkv_running_sequences"] == 0:
+                    assert time.time() - t0 < 20
+                    time.sleep(0.02)
+            sock.close()
+            t0 = time.time()
+            while time.time() - t0 < 5:
+                m = s.metrics()
+                if (m["fastkv_sequences_cancelled_total"] > before
+                        and m["fastkv_running_sequences"] == 0):
+                    break
+                time.sleep(0.02)
             m = s.metrics()
-            if m["fastkv_sequences_cancelled_total"] > before and m["fastkv_running_sequences"] == 0:
-                break
-            time.sleep(0.05)
-        m = s.metrics()
-        assert m["fastkv_sequences_cancelled_total"] > before, m
-        assert m["fastkv_running_sequences"] == 0 and m["fastkv_kv_bytes_reserved"] == 0, m
-        print(f"    disconnect: sequence freed {time.time() - t0:.2f} s after the client left")
+            assert m["fastkv_sequences_cancelled_total"] > before, (stream, m)
+            assert m["fastkv_running_sequences"] == 0 and m["fastkv_kv_bytes_reserved"] == 0, m
+            print(f"    disconnect (stream={stream}): sequence freed {time.time() - t0:.2f} s "
+                  "after the client left")
 
     def sigterm():
         q = "Name three colours."
         want = cli_generate(SMOLLM, q, 40, chat=True)
         got = []
+        started = threading.Event()
 
         def stream():
-            got.append("".join(ch.choices[0].delta.content or "" for ch in
-                               s.client().chat.completions.create(
-                                   model="m", messages=[{"role": "user", "content": q}],
-                                   max_tokens=40, temperature=0, stream=True) if ch.choices))
+            pieces = []
+            for ch in s.client().chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": q}], max_tokens=40,
+                    temperature=0, stream=True):
+                started.set()
+                if ch.choices:
+                    pieces.append(ch.choices[0].delta.content or "")
+            got.append("".join(pieces))
 
         t = threading.Thread(target=stream)
         t.start()
-        t0 = time.time()
-        while s.metrics()["fastkv_running_sequences"] + s.metrics()["fastkv_prefilling_sequences"] == 0:
-            assert time.time() - t0 < 20
-            time.sleep(0.01)
+        assert started.wait(30), "the stream did not start"
         s.proc.send_signal(signal.SIGTERM)
         time.sleep(0.05)
         try:

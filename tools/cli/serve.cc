@@ -485,6 +485,7 @@ struct ResponseState {
   int text_offset = 0;
   bool ended = false;
   bool role_sent = false;  // chat streams open with a {"role": "assistant"} delta
+  std::chrono::steady_clock::time_point last_write = std::chrono::steady_clock::now();
   ResponseState(ServeContext* c, Parsed p)
       : ctx(c),
         req(std::move(p)),
@@ -617,7 +618,10 @@ void respond(ServeContext& ctx, Parsed parsed, httplib::Response& res) {
       }
       return true;
     };
-    auto sse = [&](const json& j) { return write("data: " + dump(j) + "\n\n"); };
+    auto sse = [&](const json& j) {
+      s.last_write = std::chrono::steady_clock::now();
+      return write("data: " + dump(j) + "\n\n");
+    };
     if (s.ended) return false;
     if (stream && s.req.chat && !s.role_sent) {
       s.role_sent = true;
@@ -627,11 +631,15 @@ void respond(ServeContext& ctx, Parsed parsed, httplib::Response& res) {
     }
     std::deque<serve::TokenEvent> evs;
     const bool finished = take_events(job, kPoll, evs);
-    if (evs.empty() && !finished) {
-      // Nothing new: probe the connection so that a client that left is noticed (and its
-      // sequence freed) within a couple of polls. SSE comments and JSON whitespace are ignored.
-      return write(stream ? ": keep-alive\n\n" : " ");
+    // Probe the connection when nothing was written for a poll interval (a non-streaming answer
+    // writes nothing until the end), so that a client that left is noticed and its sequence
+    // freed within a couple of polls. SSE comments and leading JSON whitespace are ignored.
+    const auto now = std::chrono::steady_clock::now();
+    if (!finished && now - s.last_write >= kPoll) {
+      s.last_write = now;
+      if (!write(stream ? ": keep-alive\n\n" : " ")) return false;
     }
+    if (evs.empty() && !finished) return true;
     for (const auto& ev : evs) {
       if (s.text.stopped()) break;
       std::string piece = s.text.push(ev.id);
