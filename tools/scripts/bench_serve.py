@@ -90,6 +90,8 @@ class Proc:
         env = dict(os.environ, OMP_WAIT_POLICY="passive")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=env)
         self.port = port
+        if ready_pattern is None:
+            return  # the caller polls the server itself
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -133,10 +135,12 @@ def start_llama(args, parallel, ctx_per_slot):
     cmd = [args.llama_server, "-m", args.model_path, "--host", "127.0.0.1", "--port", str(port),
            "-np", str(parallel), "-c", str(parallel * ctx_per_slot), "-t", str(args.threads or
                                                                                 os.cpu_count())]
-    p = Proc(cmd, r"(server is listening|HTTP server listening|all slots are idle)", port=port)
-    # Wait for /health to say the model is loaded.
+    p = Proc(cmd, None, port=port)
+    # /health answers 503 while the model loads, 200 once the slots are ready.
     deadline = time.time() + 300
     while time.time() < deadline:
+        if p.proc.poll() is not None:
+            raise RuntimeError("llama-server exited:\n" + open(p.log_path).read()[-3000:])
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             c.request("GET", "/health")
