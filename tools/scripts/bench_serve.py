@@ -340,7 +340,10 @@ def main():
     ap.add_argument("--methods", default="fullkv,fastkv")
     ap.add_argument("--concurrency", default="1,4,8")
     ap.add_argument("--prompt-tokens", type=int, default=2048)
-    ap.add_argument("--decode-tokens", type=int, default=128)
+    # fastkv serve prefills one prompt at a time in layer pieces between decode steps, so the
+    # first stream has decoded about (C - 1) x n_layers tokens when the last one starts; 512
+    # leaves a window where all 8 streams of a 30-layer model decode together.
+    ap.add_argument("--decode-tokens", type=int, default=512)
     ap.add_argument("--kv-memory", default="1G")
     ap.add_argument("--conversations", type=int, default=32)
     ap.add_argument("--conv-tokens", type=int, default=4096)
@@ -353,7 +356,7 @@ def main():
     ap.add_argument("--out", default="", help="write the results as JSON here")
     args = ap.parse_args()
     if args.smoke:
-        args.prompt_tokens, args.decode_tokens = 256, 48
+        args.prompt_tokens, args.decode_tokens = 256, 96
         args.concurrency = "1,4"
         args.conversations, args.conv_tokens, args.conv_decode = 6, 512, 64
         args.kv_memory = "64M"
