@@ -2,7 +2,7 @@
 # Installs what fastkv needs to build and test, from Debian packages (idempotent).
 set -euo pipefail
 pkgs=(cmake g++ make pkg-config libgtest-dev nlohmann-json3-dev libpcre2-dev libbenchmark-dev
-      clang clang-format libclang-rt-14-dev python3 git)
+      clang clang-format libclang-rt-14-dev python3 git libcpp-httplib-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -35,6 +35,20 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
 run_ctest --test-dir build --output-on-failure -j"$jobs"
 
+echo "== fastkv serve: openai client + raw HTTP on loopback (tools/test_serve.sh)"
+serve_log="$(mktemp)"
+set +e
+bash tools/test_serve.sh build/fastkv 2>&1 | tee "$serve_log"
+serve_status=${PIPESTATUS[0]}
+set -e
+serve_n="$(sed -n 's/^serve tests: \([0-9]*\) passed, 0 failed.*$/\1/p' "$serve_log" | tail -n 1)"
+rm -f "$serve_log"
+if [[ $serve_status -ne 0 || -z "$serve_n" ]]; then
+  echo "tests: $passed passed, 1 failed"
+  exit 1
+fi
+passed=$((passed + serve_n))
+
 if [[ "${FKV_QUICK:-0}" == "1" ]]; then
   echo "tests: $passed passed, 0 failed"
   exit 0

@@ -70,6 +70,7 @@ class Session {
   const Timing& timing() const;
 
  private:
+  friend struct BatchAccess;  // engine/batch.cc: the multi-sequence step works on Impl directly
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

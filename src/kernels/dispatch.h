@@ -64,6 +64,8 @@ const KernelTable& active_kernels();
 // matmul / rope_row using the given variant's micro-kernels (same threading as matmul()).
 void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
                  const WeightMatrix& w, float* y, int64_t y_stride);
+void matmul_rows_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
+                      const WeightMatrix& w, float* y, int64_t y_stride);
 void rope_row_with(const KernelTable& k, float* x, int n_heads, int head_dim, int rot_dim,
                    int32_t pos, const float* inv_freq, RopeStyle style);
 

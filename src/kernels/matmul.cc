@@ -278,6 +278,78 @@ void matmul(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, 
   matmul_with(active_kernels(), x, n, x_stride, w, y, y_stride);
 }
 
+// Every element goes through the call matmul_with(k, x_i, 1, ...) makes for it: the quantised dot
+// (whose bits do not depend on nr or nx), the fused gemv for plain dtypes, or conversion in
+// kSmallNChunk chunks + gemm_f32 on one row. Only the loop order differs: tile outer, rows inner.
+void matmul_rows_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
+                      const WeightMatrix& w, float* y, int64_t y_stride) {
+  if (n <= 1) {
+    matmul_with(k, x, n, x_stride, w, y, y_stride);
+    return;
+  }
+  check_weight(w);
+  FKV_CHECK(x_stride >= w.cols && y_stride >= w.rows,
+            "matmul_rows '%s': x_stride %lld, y_stride %lld for [%lld, %lld]", w.name.c_str(),
+            static_cast<long long>(x_stride), static_cast<long long>(y_stride),
+            static_cast<long long>(w.rows), static_cast<long long>(w.cols));
+  if (w.rows == 0) return;
+  const int64_t tiles = (w.rows + kTileRows - 1) / kTileRows;
+  int64_t threads = std::min<int64_t>(num_threads(), tiles);
+  if (n * w.rows * w.cols < kMinParallelMacs) threads = 1;
+  const QDotFn qdot = quant_dot_for(k, w.dtype, 1);
+  size_t xq_stride = 0;
+  uint8_t* xq = nullptr;
+  if (qdot != nullptr) {
+    xq_stride = vec_dot_row_bytes(w.dtype, w.cols);
+    xq = xquant_scratch(xq_stride * static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      quantize_row_for_dot(w.dtype, x + i * x_stride, xq + static_cast<size_t>(i) * xq_stride,
+                           w.cols);
+    }
+  }
+  auto run_tile = [&](int64_t t) {
+    const int64_t r0 = t * kTileRows;
+    const int64_t nr = std::min(kTileRows, w.rows - r0);
+    if (qdot != nullptr) {
+      qdot(w.row(r0), w.row_bytes, nr, xq, xq_stride, n, w.cols, y + r0, y_stride);
+      return;
+    }
+    if (is_plain(w.dtype)) {
+      auto gemv = w.dtype == DType::kF32   ? k.gemv_f32
+                  : w.dtype == DType::kF16 ? k.gemv_f16
+                                           : k.gemv_bf16;
+      for (int64_t i = 0; i < n; ++i) {
+        gemv(x + i * x_stride, w.row(r0), w.row_bytes, nr, w.cols, y + i * y_stride + r0);
+      }
+      return;
+    }
+    const int64_t ld = (w.cols + 15) / 16 * 16;
+    float* buf = tile_scratch(static_cast<size_t>(std::min(kSmallNChunk, nr) * ld));
+    for (int64_t c0 = 0; c0 < nr; c0 += kSmallNChunk) {
+      const int64_t nc = std::min(kSmallNChunk, nr - c0);
+      for (int64_t r = 0; r < nc; ++r) convert_row(k, w, r0 + c0 + r, buf + r * ld);
+      for (int64_t i = 0; i < n; ++i) {
+        k.gemm_f32(x + i * x_stride, 1, x_stride, buf, nc, ld, w.cols, y + i * y_stride + r0 + c0,
+                   y_stride);
+      }
+    }
+  };
+#if defined(FKV_OPENMP)
+  if (threads > 1) {
+    const int nt = static_cast<int>(threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) run_tile(t);
+    return;
+  }
+#endif
+  for (int64_t t = 0; t < tiles; ++t) run_tile(t);
+}
+
+void matmul_rows(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
+                 int64_t y_stride) {
+  matmul_rows_with(active_kernels(), x, n, x_stride, w, y, y_stride);
+}
+
 void weight_row_to_f32(const WeightMatrix& w, int64_t r, float* dst) {
   check_weight(w);
   FKV_CHECK(r >= 0 && r < w.rows, "weight '%s': row %lld out of [0, %lld)", w.name.c_str(),

@@ -31,6 +31,12 @@ struct WeightMatrix {
 void matmul(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
             int64_t y_stride);
 
+// Row-wise form for batched decode: y[i, :] holds exactly the bits matmul(x[i, :], 1 row) gives,
+// whatever n is (matmul switches kernels at n = 1 and n = 8, so its rows depend on n). Each tile of
+// weight rows is loaded once and used for all n x rows while it is in cache.
+void matmul_rows(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
+                 int64_t y_stride);
+
 // Scalar twin of matmul: the oracle for the optimised kernels' tests.
 void matmul_scalar(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
                    int64_t y_stride);

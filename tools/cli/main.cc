@@ -20,6 +20,8 @@ const std::vector<Command>& commands() {
       {"generate", fkv::cli::cmd_generate,
        "generate text from a prompt (streams to stdout, timing on stderr)"},
       {"tokenize", fkv::cli::cmd_tokenize, "print the token ids of a text"},
+      {"serve", fkv::cli::cmd_serve,
+       "OpenAI-compatible HTTP server with continuous batching and per-request KV compression"},
   };
   return table;
 }

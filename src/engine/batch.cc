@@ -1,0 +1,353 @@
+#include "engine/batch.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/session_impl.h"
+#include "kv/budget.h"
+#include "kv/policies/common.h"
+
+#ifdef FKV_OPENMP
+#include <omp.h>
+#endif
+
+namespace fkv {
+
+struct BatchAccess {
+  using Impl = Session::Impl;
+  static Impl& impl(Session& s) { return *s.impl_; }
+};
+using SeqImpl = BatchAccess::Impl;
+
+namespace {
+
+// Scratch of one batched step, reused across steps by the calling thread.
+struct BatchScratch {
+  std::vector<float> x, xn, q, k, v, att, proj, gate, up, logits;
+};
+
+BatchScratch& batch_scratch() {
+  thread_local BatchScratch s;
+  return s;
+}
+
+}  // namespace
+
+Status decode_batch(std::span<const BatchItem> items) {
+  if (items.empty()) return Status::ok();
+  const int B = static_cast<int>(items.size());
+  std::vector<SeqImpl*> seq(B);
+  for (int b = 0; b < B; ++b) {
+    if (items[b].session == nullptr || items[b].logits == nullptr) {
+      return Status::error(strfmt("decode_batch: item %d has no session or logits", b));
+    }
+    seq[b] = &BatchAccess::impl(*items[b].session);
+  }
+  const Model& model = seq[0]->model;
+  const ModelConfig& c = model.config();
+  for (int b = 0; b < B; ++b) {
+    const SeqImpl& s = *seq[b];
+    if (&s.model != &model) return Status::error("decode_batch: sessions of different models");
+    for (int o = 0; o < b; ++o) {
+      if (seq[o] == seq[b])
+        return Status::error(strfmt("decode_batch: item %d repeats item %d", b, o));
+    }
+    if (!s.prefilled)
+      return Status::error(strfmt("decode_batch: item %d: decode before prefill", b));
+    if (items[b].token < 0 || items[b].token >= c.n_vocab) {
+      return Status::error(
+          strfmt("decode_batch: item %d: token id %d is outside the vocabulary [0, %d)", b,
+                 items[b].token, c.n_vocab));
+    }
+    if (s.kv.next_pos() >= c.n_ctx) {
+      return Status::error(
+          strfmt("decode_batch: item %d: position %d reaches the model's context length %d", b,
+                 s.kv.next_pos(), c.n_ctx));
+    }
+  }
+  const double t0 = now_s();
+  const int d = c.d_model;
+  const int hd = c.head_dim;
+  const int64_t q_dim = static_cast<int64_t>(c.n_heads) * hd;
+  const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * hd;
+  const float scale = seq[0]->scale();
+  const AttentionShape shape = attention_shape(c, scale);
+  const std::vector<float>& inv_freq = model.rope_inv_freq();
+  std::vector<int32_t> pos(B);  // [B] position of each row: that sequence's prompt length + step
+  for (int b = 0; b < B; ++b) pos[b] = seq[b]->kv.next_pos();
+
+  BatchScratch& S = batch_scratch();
+  S.x.resize(static_cast<size_t>(B) * d);  // [B, d_model]
+  for (int b = 0; b < B; ++b)
+    weight_row_to_f32(model.tok_embd(), items[b].token, S.x.data() + b * d);
+  S.xn.resize(static_cast<size_t>(B) * d);      // [B, d_model]
+  S.q.resize(static_cast<size_t>(B) * q_dim);   // [B, n_heads * head_dim]
+  S.k.resize(static_cast<size_t>(B) * kv_dim);  // [B, n_kv_heads * head_dim]
+  S.v.resize(static_cast<size_t>(B) * kv_dim);
+  S.att.resize(static_cast<size_t>(B) * q_dim);  // [B, n_heads * head_dim]
+  S.proj.resize(static_cast<size_t>(B) * d);
+  S.gate.resize(static_cast<size_t>(B) * c.d_ff);  // [B, d_ff]
+  S.up.resize(static_cast<size_t>(B) * c.d_ff);
+  std::vector<const float*> head_k(c.n_kv_heads), head_v(c.n_kv_heads);
+  std::vector<const int32_t*> head_pos(c.n_kv_heads);
+  std::vector<int> head_len(c.n_kv_heads);
+  KeepLists keep;
+  for (int il = 0; il < c.n_layers; ++il) {
+    const LayerWeights& L = model.layer(il);
+    rms_norm_rows(S.x.data(), B, d, L.attn_norm, c.rms_eps, S.xn.data());
+    matmul_rows(S.xn.data(), B, d, L.wq, S.q.data(), q_dim);
+    matmul_rows(S.xn.data(), B, d, L.wk, S.k.data(), kv_dim);
+    matmul_rows(S.xn.data(), B, d, L.wv, S.v.data(), kv_dim);
+    for (int b = 0; b < B; ++b) {
+      // The per-row part of SeqImpl::qkv: biases, Qwen3 q/k norms, RoPE at this row's position.
+      float* qr = S.q.data() + b * q_dim;
+      float* kr = S.k.data() + b * kv_dim;
+      float* vr = S.v.data() + b * kv_dim;
+      if (!L.bq.empty()) {
+        add_inplace(qr, L.bq.data(), q_dim);
+        add_inplace(kr, L.bk.data(), kv_dim);
+        add_inplace(vr, L.bv.data(), kv_dim);
+      }
+      if (!L.q_norm.empty()) {
+        for (int h = 0; h < c.n_heads; ++h) {
+          rms_norm_row(qr + h * hd, L.q_norm.data(), hd, c.rms_eps, qr + h * hd);
+        }
+        for (int h = 0; h < c.n_kv_heads; ++h) {
+          rms_norm_row(kr + h * hd, L.k_norm.data(), hd, c.rms_eps, kr + h * hd);
+        }
+      }
+      rope_row(qr, c.n_heads, hd, c.rot_dim, pos[b], inv_freq.data(), c.rope_style);
+      rope_row(kr, c.n_kv_heads, hd, c.rot_dim, pos[b], inv_freq.data(), c.rope_style);
+    }
+    for (int b = 0; b < B; ++b) {
+      SeqImpl& s = *seq[b];
+      LayerKv& lkv = s.kv.layer(il);
+      lkv.append(S.k.data() + b * kv_dim, S.v.data() + b * kv_dim, pos[b]);
+      for (int g = 0; g < c.n_kv_heads; ++g) {
+        const HeadKv& head = lkv.head(g);
+        head_k[g] = head.k();
+        head_v[g] = head.v();
+        head_pos[g] = head.pos();
+        head_len[g] = head.len();
+      }
+      attention_decode(shape, S.q.data() + b * q_dim, head_k.data(), head_v.data(), head_pos.data(),
+                       head_len.data(), pos[b], S.att.data() + b * q_dim);
+      DecodeView dv;
+      dv.il = il;
+      dv.model = &s.info;
+      dv.pos = pos[b];
+      dv.step = s.timing.n_decoded;
+      dv.q = S.q.data() + b * q_dim;
+      dv.scale = scale;
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        const HeadKv& head = lkv.head(h);
+        dv.heads.push_back({head.len(), head.k(), head.v(), head.pos()});
+      }
+      keep.clear();
+      if (s.policy.on_decode(dv, keep)) lkv.retain(keep, s.opts.max_new_tokens);
+    }
+    // SeqImpl::attn_out_and_mlp over the B rows (elementwise steps per row, as for one).
+    matmul_rows(S.att.data(), B, q_dim, L.wo, S.proj.data(), d);
+    for (int b = 0; b < B; ++b) add_inplace(S.x.data() + b * d, S.proj.data() + b * d, d);
+    rms_norm_rows(S.x.data(), B, d, L.ffn_norm, c.rms_eps, S.xn.data());
+    matmul_rows(S.xn.data(), B, d, L.w_gate, S.gate.data(), c.d_ff);
+    matmul_rows(S.xn.data(), B, d, L.w_up, S.up.data(), c.d_ff);
+    for (int b = 0; b < B; ++b) {
+      silu_mul(S.gate.data() + static_cast<int64_t>(b) * c.d_ff,
+               S.up.data() + static_cast<int64_t>(b) * c.d_ff, c.d_ff);
+    }
+    matmul_rows(S.gate.data(), B, c.d_ff, L.w_down, S.proj.data(), d);
+    for (int b = 0; b < B; ++b) add_inplace(S.x.data() + b * d, S.proj.data() + b * d, d);
+  }
+  rms_norm_rows(S.x.data(), B, d, model.out_norm(), c.rms_eps, S.xn.data());
+  S.logits.resize(static_cast<size_t>(B) * c.n_vocab);  // [B, n_vocab]
+  matmul_rows(S.xn.data(), B, d, model.lm_head(), S.logits.data(), c.n_vocab);
+  const double elapsed = now_s() - t0;
+  for (int b = 0; b < B; ++b) {
+    SeqImpl& s = *seq[b];
+    items[b].logits->assign(S.logits.begin() + static_cast<int64_t>(b) * c.n_vocab,
+                            S.logits.begin() + static_cast<int64_t>(b + 1) * c.n_vocab);
+    s.kv.set_next_pos(pos[b] + 1);
+    s.timing.n_decoded += 1;
+    s.timing.decode_s += elapsed;
+  }
+  return Status::ok();
+}
+
+// ---- stepped prefill ----
+
+namespace {
+// Thrown through Session::prefill (from a policy hook, outside any parallel region) to abandon a
+// cancelled prefill; the session is discarded afterwards.
+struct PrefillCancelled {};
+}  // namespace
+
+// Forwards every hook to the wrapped policy; select_kv (called once per layer of every prefill
+// pass, after that layer's attention) is where the prefill hands control back to the caller.
+class SteppedPrefill::YieldingPolicy : public KvPolicy {
+ public:
+  YieldingPolicy(std::unique_ptr<KvPolicy> inner, SteppedPrefill* owner)
+      : inner_(std::move(inner)), owner_(owner) {}
+  std::string name() const override { return inner_->name(); }
+  void begin_prefill(const PolicyModelInfo& model, int n_prompt) override {
+    inner_->begin_prefill(model, n_prompt);
+  }
+  bool select_kv(const LayerView& lv, KeepLists& keep) override {
+    owner_->rows_in_piece_ += lv.n_rows;
+    if (owner_->rows_in_piece_ >= owner_->rows_per_piece_) owner_->yield_to_caller();
+    return inner_->select_kv(lv, keep);
+  }
+  bool select_rows(const LayerView& lv, std::vector<int32_t>& rows) override {
+    return inner_->select_rows(lv, rows);
+  }
+  std::optional<int> filter_layer() const override { return inner_->filter_layer(); }
+  void select_prompt(const LayerView& lv, std::vector<int32_t>& keep_tokens) override {
+    inner_->select_prompt(lv, keep_tokens);
+  }
+  bool on_decode(const DecodeView& dv, KeepLists& keep) override {
+    return inner_->on_decode(dv, keep);
+  }
+
+ private:
+  std::unique_ptr<KvPolicy> inner_;
+  SteppedPrefill* owner_;
+};
+
+SteppedPrefill::SteppedPrefill(std::unique_ptr<KvPolicy> inner, int rows_per_piece)
+    : policy_(std::make_unique<YieldingPolicy>(std::move(inner), this)),
+      rows_per_piece_(std::max(1, rows_per_piece)) {
+#ifdef FKV_OPENMP
+  // omp_set_num_threads is per thread: the worker takes the caller's setting.
+  omp_threads_ = omp_get_max_threads();
+#endif
+}
+
+SteppedPrefill::~SteppedPrefill() {
+  if (thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_ = true;
+      worker_turn_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+}
+
+KvPolicy& SteppedPrefill::policy() { return *policy_; }
+
+void SteppedPrefill::start(Session& session, std::vector<int32_t> tokens) {
+  FKV_CHECK(!started_, "SteppedPrefill::start called twice");
+  started_ = true;
+  tokens_ = std::move(tokens);
+  thread_ = std::thread([this, s = &session] { worker_main(s); });
+}
+
+void SteppedPrefill::worker_main(Session* session) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return worker_turn_; });
+    if (cancelled_) {
+      done_ = true;
+      worker_turn_ = false;
+      cv_.notify_all();
+      return;
+    }
+  }
+#ifdef FKV_OPENMP
+  if (omp_threads_ > 0) omp_set_num_threads(omp_threads_);
+#endif
+  Status st = Status::ok();
+  try {
+    st = session->prefill(tokens_, logits_);
+  } catch (const PrefillCancelled&) {
+    st = Status::error("prefill cancelled");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  status_ = st;
+  done_ = true;
+  worker_turn_ = false;
+  cv_.notify_all();
+}
+
+void SteppedPrefill::yield_to_caller() {
+  std::unique_lock<std::mutex> lock(mu_);
+  worker_turn_ = false;
+  cv_.notify_all();
+  cv_.wait(lock, [&] { return worker_turn_; });
+  rows_in_piece_ = 0;
+  if (cancelled_) throw PrefillCancelled{};
+}
+
+bool SteppedPrefill::run_piece() {
+  FKV_CHECK(started_, "SteppedPrefill::run_piece before start");
+  if (done_) return true;
+  std::unique_lock<std::mutex> lock(mu_);
+  rows_in_piece_ = 0;
+  worker_turn_ = true;
+  ++pieces_;
+  cv_.notify_all();
+  cv_.wait(lock, [&] { return !worker_turn_; });
+  const bool finished = done_;
+  lock.unlock();
+  if (finished && thread_.joinable()) thread_.join();
+  return finished;
+}
+
+// ---- admission bound ----
+
+size_t kv_bytes_per_row(const ModelConfig& c) {
+  return static_cast<size_t>(c.n_layers) * c.n_kv_heads * c.head_dim * 2 * sizeof(float);
+}
+
+size_t worst_case_kv_bytes(const PolicyOptions& o, const ModelConfig& c, int n_prompt,
+                           int max_new_tokens) {
+  const std::string& m = o.method;
+  const int window = o.window.value_or(kvp::kDefaultWindow);
+  // Budget::of: the count, or floor(N * r) as the reference's int(N * r).
+  auto budget = [&]() -> int64_t {
+    if (o.kv_budget) return *o.kv_budget;
+    return floor_mul(n_prompt, o.retain_rate.value_or(kvp::kDefaultRetainRate));
+  };
+  // The policies' guards keep every row when the budget does not exceed the protected rows.
+  int64_t rows = n_prompt;  // fullkv, pyramidinfer (its decode compaction only shrinks), unknown
+  if (m == "fastkv") {
+    // Restates FastKv::capacity and its guards: layers up to the TSP layer see N rows, later ones
+    // (when TSP is active) T rows at the rate r / t.
+    const bool constant = o.mode && *o.mode == "constant";
+    const bool kv_count = o.kv_budget.has_value() || constant;
+    const int kv_c = o.kv_budget.value_or(kvp::kDefaultConstantBudget);
+    const double r = o.retain_rate.value_or(kvp::kDefaultRetainRate);
+    const bool tsp_count = o.tsp_len.has_value() || constant;
+    const double t = o.tsp_rate.value_or(kvp::kDefaultTspRate);
+    const int T =
+        tsp_count ? o.tsp_len.value_or(kvp::kDefaultConstantTspLen) : floor_mul(n_prompt, t);
+    const bool tsp_active = T - window > 0 && T < n_prompt;
+    auto kept = [&](int n, double rate) -> int64_t {
+      const int cap = kv_count ? kv_c : floor_mul(n, rate);
+      return (cap - window <= 0 || cap >= n) ? n : cap;
+    };
+    rows = kept(n_prompt, r);
+    if (tsp_active) {
+      const double t_eff = tsp_count ? static_cast<double>(T) / n_prompt : t;
+      rows = std::max(rows, kept(T, r / t_eff));
+    }
+  } else if (m == "snapkv" || m == "h2o" || m == "adakv") {
+    const int64_t b = budget();
+    if (b > window) rows = b;
+  } else if (m == "streamingllm") {
+    const int64_t b = budget();
+    if (b > kvp::kStreamingSinks) rows = b;
+  } else if (m == "gemfilter") {
+    const int64_t b = budget();
+    if (b > 0) rows = b;
+  } else if (m == "pyramidkv") {
+    // C_l = W + max - floor(...) <= W + 2 (C - W) < 2 C.
+    const int64_t b = budget();
+    if (b > window) rows = 2 * b;
+  }
+  rows = std::min<int64_t>(rows, n_prompt) + std::max(0, max_new_tokens);
+  return static_cast<size_t>(rows) * kv_bytes_per_row(c);
+}
+
+}  // namespace fkv

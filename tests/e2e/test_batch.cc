@@ -1,0 +1,282 @@
+// The multi-sequence step (engine/batch.h) against the one-sequence engine, bit for bit:
+//  - decode_batch of B sessions (B = 1, 3, 9: across matmul's n = 1 and n = 8 switches) gives every
+//    session the logits, cache positions and bytes that Session::decode gives it alone, for
+//    fullkv, fastkv, snapkv, pyramidinfer (decode-time compaction) and more, on HF fixtures (llama,
+//    qwen2 biases, qwen3 q/k norms), stories260K GGUF and SmolLM2-135M Q4_1 (when fetched);
+//  - SteppedPrefill in small pieces equals one Session::prefill (logits, selection, cache), and a
+//    cancelled one unwinds cleanly;
+//  - worst_case_kv_bytes bounds the bytes every method really holds after prefill + decode.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/app.h"
+#include "engine/batch.h"
+#include "engine/engine.h"
+#include "kv/method_spec.h"
+#include "model/model.h"
+
+namespace fkv {
+namespace {
+namespace fs = std::filesystem;
+
+std::unique_ptr<KvPolicy> policy_for(const Model& m, const std::string& spec) {
+  auto po = parse_method_spec(spec);
+  EXPECT_TRUE(po) << po.error();
+  auto p = make_policy(*po, m.policy_info());
+  EXPECT_TRUE(p) << spec << ": " << p.error();
+  return std::move(p.value());
+}
+
+std::vector<int32_t> tokens(int n, int seed, int vocab) {
+  std::vector<int32_t> t(n);
+  uint32_t s = static_cast<uint32_t>(seed) * 2654435761u + 7;
+  for (int i = 0; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    t[i] = static_cast<int32_t>((s >> 8) % static_cast<uint32_t>(vocab));
+  }
+  return t;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;  // fewer cases: the release pass of tools/test.sh runs them all
+#else
+constexpr bool kSanitized = false;
+#endif
+
+std::vector<std::string> model_paths() {
+  std::vector<std::string> out;
+  const fs::path models = fs::path(FKV_SOURCE_DIR) / "tests/data/models";
+  for (const char* m : {"tiny-llama-fastkv", "tiny-qwen2", "tiny-qwen3"}) {
+    if (kSanitized && std::string(m) != "tiny-qwen3") continue;  // biases + q/k norms
+    out.push_back((models / m).string());
+  }
+  const fs::path stories = fs::path(FKV_SHARED_DIR) / "models/stories260K/stories260K.gguf";
+  if (fs::exists(stories)) out.push_back(stories.string());
+  const fs::path smollm = fs::path(model_cache_dir()) / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!kSanitized && fs::exists(smollm)) out.push_back(smollm.string());
+  return out;
+}
+
+const char* const kSpecs[] = {"fullkv",
+                              "fastkv:retain_rate=0.25,tsp_rate=0.3",
+                              "snapkv:retain_rate=0.2",
+                              "pyramidinfer:retain_rate=0.5",
+                              "h2o:retain_rate=0.3",
+                              "gemfilter:kv_budget=32"};
+
+struct Seq {
+  std::unique_ptr<KvPolicy> policy;
+  std::unique_ptr<Session> session;
+  std::vector<float> logits;
+};
+
+// B sequences with prompts of different lengths (so their positions differ), all prefilled.
+std::vector<Seq> make_seqs(const Model& m, const std::string& spec, int B, int steps, int seed,
+                           int base_len = 40, int len_step = 13) {
+  std::vector<Seq> seqs(B);
+  for (int b = 0; b < B; ++b) {
+    seqs[b].policy = policy_for(m, spec);
+    SessionOptions so;
+    so.max_new_tokens = steps + 1;
+    seqs[b].session = std::make_unique<Session>(m, *seqs[b].policy, so);
+    const auto prompt = tokens(base_len + len_step * b, seed + b, m.config().n_vocab);
+    EXPECT_TRUE(seqs[b].session->prefill(prompt, seqs[b].logits));
+  }
+  return seqs;
+}
+
+TEST(Batch, DecodeBatchEqualsDecodeAloneBitForBit) {
+  for (const std::string& path : model_paths()) {
+    auto model = Model::load(path);
+    ASSERT_TRUE(model) << model.error();
+    const Model& m = **model;
+    const bool big = m.config().n_layers > 8;  // SmolLM2: fewer cases, same switches
+    for (const char* spec : kSpecs) {
+      // SmolLM2 (the Q4_1 8-bit-activation path): fullkv, fastkv, snapkv, pyramidinfer; the tiny
+      // models run every spec.
+      const std::string sp(spec);
+      if (big && (sp.rfind("h2o", 0) == 0 || sp.rfind("gemfilter", 0) == 0)) continue;
+      for (int B : {1, 3, 9}) {
+        if (kSanitized && B == 3) continue;
+        if (big && B != 9) continue;
+        SCOPED_TRACE(path + " " + spec + " B=" + std::to_string(B));
+        const int steps = big ? 2 : 6;
+        const int base = big ? 20 : 40, len_step = big ? 2 : 13;
+        auto alone = make_seqs(m, spec, B, steps, 5, base, len_step);
+        auto batched = make_seqs(m, spec, B, steps, 5, base, len_step);
+        for (int step = 0; step < steps; ++step) {
+          std::vector<BatchItem> items;
+          for (int b = 0; b < B; ++b) {
+            // Tokens differ per sequence and step (greedy would repeat for random prompts).
+            const int32_t tok = tokens(1, 100 * step + b, m.config().n_vocab)[0];
+            ASSERT_TRUE(alone[b].session->decode(tok, alone[b].logits));
+            items.push_back({batched[b].session.get(), tok, &batched[b].logits});
+          }
+          ASSERT_TRUE(decode_batch(items));
+          for (int b = 0; b < B; ++b) {
+            ASSERT_EQ(alone[b].logits, batched[b].logits) << "sequence " << b << " step " << step;
+            ASSERT_EQ(alone[b].session->next_pos(), batched[b].session->next_pos());
+            ASSERT_EQ(alone[b].session->cache_positions(), batched[b].session->cache_positions());
+            ASSERT_EQ(alone[b].session->kv_bytes(), batched[b].session->kv_bytes());
+            ASSERT_EQ(alone[b].session->timing().n_decoded, batched[b].session->timing().n_decoded);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Batch, MixedMethodsInOneStep) {
+  auto model =
+      Model::load((fs::path(FKV_SOURCE_DIR) / "tests/data/models/tiny-llama-fastkv").string());
+  ASSERT_TRUE(model) << model.error();
+  const Model& m = **model;
+  std::vector<Seq> alone, batched;
+  for (const char* spec : kSpecs) {
+    auto a = make_seqs(m, spec, 1, 4, 9);
+    auto b = make_seqs(m, spec, 1, 4, 9);
+    alone.push_back(std::move(a[0]));
+    batched.push_back(std::move(b[0]));
+  }
+  for (int step = 0; step < 4; ++step) {
+    std::vector<BatchItem> items;
+    for (size_t i = 0; i < alone.size(); ++i) {
+      const int32_t tok = tokens(1, 7 * step + static_cast<int>(i), m.config().n_vocab)[0];
+      ASSERT_TRUE(alone[i].session->decode(tok, alone[i].logits));
+      items.push_back({batched[i].session.get(), tok, &batched[i].logits});
+    }
+    ASSERT_TRUE(decode_batch(items));
+    for (size_t i = 0; i < alone.size(); ++i)
+      ASSERT_EQ(alone[i].logits, batched[i].logits) << kSpecs[i];
+  }
+}
+
+TEST(Batch, DecodeBatchRejectsBadItemsAndChangesNothing) {
+  auto model = Model::load((fs::path(FKV_SOURCE_DIR) / "tests/data/models/tiny-llama").string());
+  ASSERT_TRUE(model) << model.error();
+  const Model& m = **model;
+  auto seqs = make_seqs(m, "fullkv", 2, 2, 3);
+  const int32_t pos0 = seqs[0].session->next_pos();
+  std::vector<BatchItem> bad = {{seqs[0].session.get(), 1, &seqs[0].logits},
+                                {seqs[1].session.get(), m.config().n_vocab, &seqs[1].logits}};
+  auto st = decode_batch(bad);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.message().find("item 1"), std::string::npos) << st.message();
+  EXPECT_EQ(seqs[0].session->next_pos(), pos0);
+  std::vector<BatchItem> twice = {{seqs[0].session.get(), 1, &seqs[0].logits},
+                                  {seqs[0].session.get(), 2, &seqs[0].logits}};
+  EXPECT_FALSE(decode_batch(twice));
+  auto policy = policy_for(m, "fullkv");
+  Session fresh(m, *policy);
+  std::vector<float> lg;
+  std::vector<BatchItem> unprefilled = {{&fresh, 1, &lg}};
+  EXPECT_FALSE(decode_batch(unprefilled));
+}
+
+TEST(Batch, SteppedPrefillEqualsOnePrefill) {
+  for (const std::string& path : model_paths()) {
+    auto model = Model::load(path);
+    ASSERT_TRUE(model) << model.error();
+    const Model& m = **model;
+    const auto prompt = tokens(150, 11, m.config().n_vocab);
+    for (const char* spec :
+         {"fullkv", "fastkv:retain_rate=0.25,tsp_rate=0.3", "snapkv:retain_rate=0.2",
+          "gemfilter:kv_budget=32", "pyramidinfer:retain_rate=0.5"}) {
+      if (m.config().n_layers > 8 && std::string(spec) != "fastkv:retain_rate=0.25,tsp_rate=0.3") {
+        continue;  // SmolLM2: one method (TSP) is enough on top of the tiny models
+      }
+      SCOPED_TRACE(path + " " + spec);
+      SessionOptions so;
+      so.max_new_tokens = 4;
+      auto pa = policy_for(m, spec);
+      Session a(m, *pa, so);
+      std::vector<float> la;
+      ASSERT_TRUE(a.prefill(prompt, la));
+      SteppedPrefill sp(policy_for(m, spec), /*rows_per_piece=*/100);
+      Session b(m, sp.policy(), so);
+      sp.start(b, prompt);
+      int guard = 0;
+      while (!sp.run_piece()) ASSERT_LT(++guard, 10000);
+      ASSERT_TRUE(sp.status()) << sp.status().message();
+      // 150 rows per layer > 100: one layer per piece until TSP / PyramidInfer shrink the rows.
+      EXPECT_GE(sp.pieces(), std::string(spec) == "fullkv" ? m.config().n_layers : 2);
+      EXPECT_EQ(la, sp.logits());
+      EXPECT_EQ(a.selection().to_json(), b.selection().to_json());
+      EXPECT_EQ(a.cache_positions(), b.cache_positions());
+      // Decoding continues identically through the wrapped policy.
+      std::vector<float> da, db;
+      ASSERT_TRUE(a.decode(5, da));
+      ASSERT_TRUE(b.decode(5, db));
+      EXPECT_EQ(da, db);
+    }
+  }
+}
+
+TEST(Batch, SteppedPrefillCancelsMidway) {
+  auto model = Model::load((fs::path(FKV_SOURCE_DIR) / "tests/data/models/tiny-llama").string());
+  ASSERT_TRUE(model) << model.error();
+  const Model& m = **model;
+  const auto prompt = tokens(64, 2, m.config().n_vocab);
+  for (int pieces : {0, 1, 2}) {
+    auto sp = std::make_unique<SteppedPrefill>(policy_for(m, "snapkv:retain_rate=0.2"), 1);
+    Session s(m, sp->policy());
+    sp->start(s, prompt);
+    for (int i = 0; i < pieces; ++i) EXPECT_FALSE(sp->run_piece());
+    sp.reset();  // joins the paused worker, which unwinds out of Session::prefill
+  }
+  // A prompt over the context is an error status, not a hang.
+  SteppedPrefill sp(policy_for(m, "fullkv"), 8);
+  Session s(m, sp.policy());
+  sp.start(s, tokens(m.config().n_ctx + 1, 3, m.config().n_vocab));
+  EXPECT_TRUE(sp.run_piece());
+  EXPECT_FALSE(sp.status());
+}
+
+TEST(Batch, WorstCaseKvBytesBoundsEveryMethod) {
+  for (const std::string& path : model_paths()) {
+    auto model = Model::load(path);
+    ASSERT_TRUE(model) << model.error();
+    const Model& m = **model;
+    if (m.config().n_layers > 8) continue;  // the tiny models cover the formulas
+    for (int n : {12, 60, 200}) {
+      if (kSanitized && n == 60) continue;
+      for (const char* spec :
+           {"fullkv", "fastkv", "fastkv:retain_rate=0.3,tsp_rate=0.5", "fastkv:mode=constant",
+            "fastkv:kv_budget=20,tsp_len=40", "snapkv", "snapkv:kv_budget=30", "pyramidkv",
+            "pyramidkv:retain_rate=0.3", "adakv:retain_rate=0.2", "streamingllm:kv_budget=24",
+            "h2o:retain_rate=0.3", "gemfilter", "gemfilter:kv_budget=32",
+            "pyramidinfer:retain_rate=0.5"}) {
+        SCOPED_TRACE(path + " " + spec + " n=" + std::to_string(n));
+        const int steps = 5;
+        auto po = parse_method_spec(spec);
+        ASSERT_TRUE(po);
+        auto policy = policy_for(m, spec);
+        SessionOptions so;
+        so.max_new_tokens = steps;
+        Session s(m, *policy, so);
+        std::vector<float> lg;
+        ASSERT_TRUE(s.prefill(tokens(n, n, m.config().n_vocab), lg));
+        size_t peak = s.kv_bytes();
+        for (int i = 0; i < steps; ++i) {
+          ASSERT_TRUE(s.decode(3 + i, lg));
+          peak = std::max(peak, s.kv_bytes());
+        }
+        const size_t bound = worst_case_kv_bytes(*po, m.config(), n, steps);
+        EXPECT_GE(bound, peak);
+        // And it is a bound, not the fullkv size, for a compressing method at a long prompt.
+        if (n == 200 && std::string(spec) != "fullkv" &&
+            std::string(spec).rfind("pyramidinfer", 0) != 0 &&
+            std::string(spec) != "fastkv:mode=constant") {
+          EXPECT_LT(bound, worst_case_kv_bytes(PolicyOptions{}, m.config(), n, steps));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fkv
