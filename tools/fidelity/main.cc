@@ -246,7 +246,6 @@ int main(int argc, char** argv) {
   if (!model) return fail(model.error());
   auto tok = fkv::load_tokenizer_for(**model);
   if (!tok) return fail(tok.error());
-  const fkv::ModelConfig& c = (*model)->config();
   const fkv::PolicyModelInfo info = (*model)->policy_info();
 
   std::vector<Row> rows;
