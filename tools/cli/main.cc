@@ -19,6 +19,8 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"generate", fkv::cli::cmd_generate,
        "generate text from a prompt (streams to stdout, timing on stderr)"},
+      {"bench", fkv::cli::cmd_bench,
+       "time prefill and decode over lists of lengths, methods, threads (llama-bench style)"},
       {"tokenize", fkv::cli::cmd_tokenize, "print the token ids of a text"},
   };
   return table;

@@ -91,9 +91,9 @@ PY
   echo "fastkv: $model p=$prompts n=$gen t=$threads kv=$kv" >&2
   # fastkv: prefill rows (-n 0) and decode-only rows at the same depths, like llama-bench's.
   "$FASTKV" bench --model "$model" -p "$prompts" -n 0 -t "$threads" -r "$reps" --kv-dtype "$kv" \
-    -o json --output "$fk_json.prefill"
+    -o json --out-file "$fk_json.prefill"
   "$FASTKV" bench --model "$model" -p 0 -n "$gen" -d "$prompts" -t "$threads" -r "$reps" \
-    --kv-dtype "$kv" -o json --output "$fk_json.decode"
+    --kv-dtype "$kv" -o json --out-file "$fk_json.decode"
   python3 - "$fk_json.prefill" "$fk_json.decode" "$fk_json" "$lc_json" "$outdir/compare_$label.md" \
     "$label" "$threads" "$kv" <<'PY'
 import json, os, sys
