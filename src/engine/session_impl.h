@@ -9,6 +9,7 @@
 
 #include "engine/engine.h"
 #include "kernels/attention.h"
+#include "kernels/dispatch.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kv/kv_cache.h"
@@ -79,23 +80,69 @@ struct Session::Impl {
     }
   }
 
+  // Rows per chunk of the linear parts: opts.ubatch rounded up to whole GEMM x panels, so every
+  // row takes the same kernel path (and gets the same bits) as in one unchunked product.
+  int64_t chunk_rows() const {
+    const int64_t ub = std::max(1, opts.ubatch);
+    return (ub + kXPanel - 1) / kXPanel * kXPanel;
+  }
+  // Calls f(r0, nr) over [0, n) in chunks of chunk_rows(); a remainder shorter than one panel
+  // joins the last chunk (a product of few rows would switch kernels, e.g. to 8-bit dots).
+  template <class F>
+  void for_each_chunk(int n, F&& f) const {
+    const int64_t step = chunk_rows();
+    for (int64_t r0 = 0; r0 < n;) {
+      int64_t nr = std::min<int64_t>(step, n - r0);
+      if (n - (r0 + nr) < kXPanel) nr = n - r0;
+      f(static_cast<int>(r0), static_cast<int>(nr));
+      r0 += nr;
+    }
+  }
+
   // Q/K/V of n rows of xn, with biases, per-head q/k norms (Qwen3) and RoPE at `pos`.
   void qkv(const LayerWeights& L, int n, std::span<const int32_t> pos) {
     const ModelConfig& c = model.config();
+    q.resize(static_cast<size_t>(n) * c.n_heads * c.head_dim);
+    k.resize(static_cast<size_t>(n) * c.n_kv_heads * c.head_dim);
+    v.resize(static_cast<size_t>(n) * c.n_kv_heads * c.head_dim);
+    qkv_rows(L, xn.data(), 0, n, pos);
+  }
+
+  // Prefill: Q/K/V of all n rows of x [n, d_model] in chunks (attn_norm applied per chunk into
+  // xn, which stays [chunk, d_model]); q, k, v hold every row for attention and the policy.
+  void qkv_chunked(const LayerWeights& L, const std::vector<float>& x, int n,
+                   std::span<const int32_t> pos) {
+    const ModelConfig& c = model.config();
+    const int d = c.d_model;
+    q.resize(static_cast<size_t>(n) * c.n_heads * c.head_dim);
+    k.resize(static_cast<size_t>(n) * c.n_kv_heads * c.head_dim);
+    v.resize(static_cast<size_t>(n) * c.n_kv_heads * c.head_dim);
+    for_each_chunk(n, [&](int r0, int nr) {
+      xn.resize(static_cast<size_t>(nr) * d);
+      rms_norm_rows(x.data() + static_cast<int64_t>(r0) * d, nr, d, L.attn_norm, c.rms_eps,
+                    xn.data());
+      qkv_rows(L, xn.data(), r0, nr, pos.subspan(r0, nr));
+    });
+  }
+
+  // Q/K/V of rows [r0, r0 + n) from their normed input xin [n, d_model] into q, k, v (sized).
+  void qkv_rows(const LayerWeights& L, const float* xin, int r0, int n,
+                std::span<const int32_t> pos) {
+    const ModelConfig& c = model.config();
     const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
     const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
-    q.resize(n * q_dim);
-    k.resize(n * kv_dim);
-    v.resize(n * kv_dim);
-    matmul(xn.data(), n, c.d_model, L.wq, q.data(), q_dim);
-    matmul(xn.data(), n, c.d_model, L.wk, k.data(), kv_dim);
-    matmul(xn.data(), n, c.d_model, L.wv, v.data(), kv_dim);
+    float* q0 = q.data() + r0 * q_dim;
+    float* k0 = k.data() + r0 * kv_dim;
+    float* v0 = v.data() + r0 * kv_dim;
+    matmul(xin, n, c.d_model, L.wq, q0, q_dim);
+    matmul(xin, n, c.d_model, L.wk, k0, kv_dim);
+    matmul(xin, n, c.d_model, L.wv, v0, kv_dim);
     const std::vector<float>& inv_freq = model.rope_inv_freq();
 #pragma omp parallel for schedule(static) if (n * q_dim > (1 << 16))
     for (int r = 0; r < n; ++r) {
-      float* qr = q.data() + r * q_dim;
-      float* kr = k.data() + r * kv_dim;
-      float* vr = v.data() + r * kv_dim;
+      float* qr = q0 + r * q_dim;
+      float* kr = k0 + r * kv_dim;
+      float* vr = v0 + r * kv_dim;
       if (!L.bq.empty()) {
         add_inplace(qr, L.bq.data(), q_dim);
         add_inplace(kr, L.bk.data(), kv_dim);
@@ -116,23 +163,28 @@ struct Session::Impl {
     }
   }
 
-  // x += Wo . att ; x += MLP(norm(x)), for n rows.
+  // x += Wo . att ; x += MLP(norm(x)), for n rows, in chunks of chunk_rows() rows so the
+  // scratch (proj, xn [chunk, d_model], gate, up [chunk, d_ff]) does not grow with n.
   void attn_out_and_mlp(const LayerWeights& L, int n, std::vector<float>& x) {
+    for_each_chunk(n, [&](int r0, int nr) { attn_out_and_mlp_rows(L, r0, nr, x); });
+  }
+  void attn_out_and_mlp_rows(const LayerWeights& L, int r0, int n, std::vector<float>& x) {
     const ModelConfig& c = model.config();
     const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
     const int d = c.d_model;
+    float* xr = x.data() + static_cast<int64_t>(r0) * d;
     proj.resize(static_cast<size_t>(n) * d);
-    matmul(att.data(), n, q_dim, L.wo, proj.data(), d);
-    add_inplace(x.data(), proj.data(), static_cast<int64_t>(n) * d);
+    matmul(att.data() + r0 * q_dim, n, q_dim, L.wo, proj.data(), d);
+    add_inplace(xr, proj.data(), static_cast<int64_t>(n) * d);
     xn.resize(static_cast<size_t>(n) * d);
-    rms_norm_rows(x.data(), n, d, L.ffn_norm, c.rms_eps, xn.data());
+    rms_norm_rows(xr, n, d, L.ffn_norm, c.rms_eps, xn.data());
     gate.resize(static_cast<size_t>(n) * c.d_ff);
     up.resize(static_cast<size_t>(n) * c.d_ff);
     matmul(xn.data(), n, d, L.w_gate, gate.data(), c.d_ff);
     matmul(xn.data(), n, d, L.w_up, up.data(), c.d_ff);
     silu_mul(gate.data(), up.data(), static_cast<int64_t>(n) * c.d_ff);
     matmul(gate.data(), n, c.d_ff, L.w_down, proj.data(), d);
-    add_inplace(x.data(), proj.data(), static_cast<int64_t>(n) * d);
+    add_inplace(xr, proj.data(), static_cast<int64_t>(n) * d);
   }
 
   // Final norm + lm_head for rows [r0, r0 + n) of x; logits [n, n_vocab].
@@ -183,9 +235,7 @@ struct Session::Impl {
     for (int il = 0; il < c.n_layers; ++il) {
       const LayerWeights& L = model.layer(il);
       const int n = rows.n();
-      xn.resize(static_cast<size_t>(n) * d);
-      rms_norm_rows(rows.x.data(), n, d, L.attn_norm, c.rms_eps, xn.data());
-      qkv(L, n, rows.pos);
+      qkv_chunked(L, rows.x, n, rows.pos);
       att.resize(static_cast<size_t>(n) * c.n_heads * c.head_dim);
       // Causal by original position (and the sliding window, when the model has one).
       const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;

@@ -42,6 +42,9 @@ const std::vector<ArgSpec>& generate_specs() {
         {"seed", ArgKind::kInt,
          "RNG seed in [0, 2^64) (default 0); same seed, same output on every machine"},
         {"threads", ArgKind::kInt, "worker threads (default: all cores)"},
+        {"ubatch", ArgKind::kInt,
+         "prompt rows per chunk through the projections and MLP (default 512; rounded up to a "
+         "multiple of 32); attention always sees the whole prompt"},
     };
     for (const ArgSpec& m : method_arg_specs()) s.push_back(m);
     s.push_back({"dump-selection", ArgKind::kString, "write what prefill kept to this JSON file"});
@@ -133,6 +136,9 @@ int cmd_generate(const std::vector<std::string>& args) {
 
   SessionOptions so;
   so.max_new_tokens = req.max_new_tokens;
+  auto ubatch = get_int(*pa, "ubatch", so.ubatch, 1, 1 << 20);
+  if (!ubatch) return fail(ubatch.status());
+  so.ubatch = static_cast<int>(*ubatch);
   Session session(**model, **policy, so);
   StreamDecoder stream(*tok, /*skip_special_tokens=*/true);
   const bool streaming = !pa->has("no-stream");
