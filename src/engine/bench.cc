@@ -175,6 +175,7 @@ std::string bench_to_json(const std::vector<BenchRow>& rows, const BenchContext&
     j["model_dtype"] = ctx.model_dtype;
     j["synthetic"] = ctx.synthetic;
     j["isa"] = ctx.isa;
+    j["omp_wait"] = ctx.omp_wait;
     j["method"] = c.method.method;
     j["method_spec"] = format_method_spec(c.method);
     j["method_options"] = method_options_json(c.method);
@@ -243,8 +244,9 @@ std::string bench_to_csv(const std::vector<BenchRow>& rows, const BenchContext& 
 }
 
 std::string bench_to_markdown(const std::vector<BenchRow>& rows, const BenchContext& ctx) {
-  std::string out = strfmt("model: %s (%s), kernels: %s, warm-up %d, mean ± std\n\n",
-                           ctx.model.c_str(), ctx.model_dtype.c_str(), ctx.isa.c_str(), ctx.warmup);
+  std::string out = strfmt(
+      "model: %s (%s), kernels: %s, OpenMP wait: %s, warm-up %d, mean ± std\n\n", ctx.model.c_str(),
+      ctx.model_dtype.c_str(), ctx.isa.c_str(), ctx.omp_wait.c_str(), ctx.warmup);
   out +=
       "| method | p | n | d | t | kv | ub | prefill s | prefill tok/s | decode ms/tok | e2e s | KV "
       "MiB | peak RSS MiB |\n"

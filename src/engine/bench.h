@@ -57,7 +57,8 @@ struct BenchContext {
   std::string model_dtype;  // weights' dtype ("q4_1", "bf16", "mixed")
   bool synthetic = false;
   int warmup = 1;
-  std::string isa;  // kernels in use
+  std::string isa;       // kernels in use
+  std::string omp_wait;  // how OpenMP workers wait (engine/app.h openmp_wait_description)
 };
 
 // Checks a case against the model (lengths within n_ctx, exactly one of prompt/depth).

@@ -31,10 +31,10 @@ struct CliRun {
   std::string out, err;
 };
 
-CliRun run(const std::string& args) {
+CliRun run(const std::string& args, const std::string& env = "") {
   const fs::path err_file =
       fs::temp_directory_path() / ("fkv_bench_err_" + std::to_string(::getpid()));
-  const std::string cmd = "'" + kCli + "' bench " + args + " 2>" + err_file.string();
+  const std::string cmd = env + " '" + kCli + "' bench " + args + " 2>" + err_file.string();
   CliRun r;
   FILE* p = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf{};
@@ -175,6 +175,24 @@ TEST(Bench, BadFlagsGiveClearErrors) {
     EXPECT_NE(r.err.find(c.message), std::string::npos) << c.args << " -> " << r.err;
     EXPECT_NE(r.err.find("fastkv: error:"), std::string::npos) << r.err;
   }
+}
+
+// The OpenMP wait the front-end chose (or the user's) is in every row; the user's settings win.
+TEST(Bench, OpenMpWaitPolicyIsChosenOnceAndReported) {
+  const std::string args = "--model " + kStories + " -p 8 -n 1 -r 1 --warmup 0 -o json --quiet";
+  const std::string clean = "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT";
+  auto wait_of = [&](const std::string& env) {
+    CliRun r = run(args, env);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out)[0]["omp_wait"].get<std::string>();
+  };
+  EXPECT_EQ(wait_of(clean + " FASTKV_OMP_WAIT=spin"), "GOMP_SPINCOUNT=3000");
+  EXPECT_EQ(wait_of(clean + " FASTKV_OMP_WAIT=passive"), "OMP_WAIT_POLICY=passive");
+  EXPECT_EQ(wait_of(clean + " GOMP_SPINCOUNT=123 FASTKV_OMP_WAIT=passive"), "GOMP_SPINCOUNT=123");
+  EXPECT_EQ(wait_of(clean + " OMP_WAIT_POLICY=active"), "OMP_WAIT_POLICY=active");
+  const std::string automatic = wait_of(clean);
+  EXPECT_TRUE(automatic == "GOMP_SPINCOUNT=3000" || automatic == "OMP_WAIT_POLICY=passive")
+      << automatic;
 }
 
 // A decode-only row's random fill keeps, layer by layer, as many rows as a real prefill of the

@@ -337,6 +337,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   }
   ctx.model_dtype = model_dtype_of(*model);
   ctx.isa = active_kernels().name;
+  ctx.omp_wait = openmp_wait_description();
 
   // Every row is checked (and its method made against the model) before the first one runs.
   std::vector<BenchCase> cases;

@@ -37,7 +37,7 @@ void print_main_help() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  fkv::ensure_passive_openmp_wait(argv);
+  fkv::configure_openmp_wait(argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_main_help();
