@@ -87,7 +87,8 @@ Status Session::fill_random(int depth, uint64_t seed) {
       buf[i] = static_cast<float>(static_cast<int64_t>(state >> 40) - (1ll << 23)) / (1 << 23);
     }
   };
-  s.kv.reset(c.n_layers, c.n_kv_heads, c.head_dim);
+  FKV_RETURN_IF_ERROR(s.check_kv_dtype());
+  s.kv.reset(c.n_layers, c.n_kv_heads, c.head_dim, s.opts.kv_dtype);
   s.selection = SelectionRecord();
   s.selection.method = s.policy.name();
   s.selection.n_prompt = depth;

@@ -46,7 +46,10 @@ struct SessionOptions {
   // Prefill rows per chunk through the linear parts (Q/K/V, Wo, MLP) of a layer; attention
   // always sees the whole prefix. Bounds scratch to O(ubatch x d_ff).
   int ubatch = 512;
-  DType kv_dtype = DType::kF32;  // element type of the cached K/V rows
+  // Element type of the cached K/V rows: f16 (default, as llama.cpp), bf16 or f32. Prefill
+  // attention and every policy's prefill scoring use the f32 rows before they are stored, so the
+  // kept sets do not depend on it.
+  DType kv_dtype = DType::kF16;
 };
 
 class Session {

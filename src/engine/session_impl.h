@@ -66,6 +66,7 @@ struct Session::Impl {
 
   // Scratch, sized on demand and reused.
   std::vector<float> xn, q, k, v, att, proj, gate, up;
+  std::vector<std::vector<float>> decode_k_f32, decode_v_f32;  // [n_kv_heads][len * head_dim]
 
   Impl(const Model& m, KvPolicy& p, const SessionOptions& o)
       : model(m), policy(p), opts(o), info(m.policy_info()) {}
@@ -330,13 +331,22 @@ struct Session::Impl {
     return Status::ok();
   }
 
+  Status check_kv_dtype() const {
+    if (!kv_dtype_supported(opts.kv_dtype)) {
+      return Status::error(
+          strfmt("KV cache dtype %s is not supported (f16, bf16, f32)", dtype_name(opts.kv_dtype)));
+    }
+    return Status::ok();
+  }
+
   Status prefill(std::span<const int32_t> tokens, std::vector<float>& logits, bool all_logits) {
     if (prefilled) return Status::error("session already holds a prompt; start a new session");
+    FKV_RETURN_IF_ERROR(check_kv_dtype());
     FKV_RETURN_IF_ERROR(check_tokens(tokens));
     const ModelConfig& c = model.config();
     const int n_prompt = static_cast<int>(tokens.size());
     const double t0 = now_s();
-    kv.reset(c.n_layers, c.n_kv_heads, c.head_dim);
+    kv.reset(c.n_layers, c.n_kv_heads, c.head_dim, opts.kv_dtype);
     selection = SelectionRecord();
     selection.method = policy.name();
     selection.n_prompt = n_prompt;
@@ -408,10 +418,11 @@ struct Session::Impl {
     embed(tok, x);
     const int32_t pos_arr[1] = {p};
     KeepLists keep;
-    // Per-KV-head cache views for the attention kernel ([n_kv_heads] each).
-    std::vector<const float*> head_k(c.n_kv_heads), head_v(c.n_kv_heads);
+    // Per-KV-head cache views for the attention kernel ([n_kv_heads] each), in the cache dtype.
+    std::vector<const void*> head_k(c.n_kv_heads), head_v(c.n_kv_heads);
     std::vector<const int32_t*> head_pos(c.n_kv_heads);
     std::vector<int> head_len(c.n_kv_heads);
+    const bool policy_reads_cache = policy.reads_decode_cache(timing.n_decoded);
     for (int il = 0; il < c.n_layers; ++il) {
       const LayerWeights& L = model.layer(il);
       xn.resize(d);
@@ -422,13 +433,13 @@ struct Session::Impl {
       att.resize(static_cast<size_t>(c.n_heads) * hd);
       for (int g = 0; g < c.n_kv_heads; ++g) {
         const HeadKv& head = lkv.head(g);
-        head_k[g] = head.k();
-        head_v[g] = head.v();
+        head_k[g] = head.k_data();
+        head_v[g] = head.v_data();
         head_pos[g] = head.pos();
         head_len[g] = head.len();
       }
-      attention_decode(attention_shape(c, scale()), q.data(), head_k.data(), head_v.data(),
-                       head_pos.data(), head_len.data(), p, att.data());
+      attention_decode_kv(attention_shape(c, scale()), kv.dtype(), q.data(), head_k.data(),
+                          head_v.data(), head_pos.data(), head_len.data(), p, att.data());
       DecodeView dv;
       dv.il = il;
       dv.model = &info;
@@ -436,9 +447,29 @@ struct Session::Impl {
       dv.step = timing.n_decoded;
       dv.q = q.data();
       dv.scale = scale();
+      if (policy_reads_cache && kv.dtype() != DType::kF32) {
+        decode_k_f32.resize(c.n_kv_heads);
+        decode_v_f32.resize(c.n_kv_heads);
+      }
       for (int h = 0; h < c.n_kv_heads; ++h) {
         const HeadKv& head = lkv.head(h);
-        dv.heads.push_back({head.len(), head.k(), head.v(), head.pos()});
+        const float* hk = nullptr;
+        const float* hv = nullptr;
+        if (policy_reads_cache) {
+          if (kv.dtype() == DType::kF32) {
+            hk = head.k();
+            hv = head.v();
+          } else {
+            // The policy scores the widened (f16/bf16-rounded) rows the attention read.
+            decode_k_f32[h].resize(static_cast<size_t>(head.len()) * hd);
+            decode_v_f32[h].resize(static_cast<size_t>(head.len()) * hd);
+            head.k_to_f32(hd, decode_k_f32[h].data());
+            head.v_to_f32(hd, decode_v_f32[h].data());
+            hk = decode_k_f32[h].data();
+            hv = decode_v_f32[h].data();
+          }
+        }
+        dv.heads.push_back({head.len(), hk, hv, head.pos()});
       }
       keep.clear();
       if (policy.on_decode(dv, keep)) lkv.retain(keep, opts.max_new_tokens);

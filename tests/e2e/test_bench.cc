@@ -91,9 +91,10 @@ TEST(Bench, JsonRowsHaveEveryFieldForTheCartesianProduct) {
   EXPECT_EQ(rows[2]["method"], "fastkv");
   EXPECT_EQ(rows[2]["method_options"]["tsp_rate"], 0.5);
   EXPECT_EQ(rows[2]["method_spec"], "fastkv:tsp_rate=0.5,retain_rate=0.5");
-  // fullkv keeps every row of the prompt and the decoded tokens: K+V, f32, every layer and head.
-  // stories260K: 5 layers, 4 KV heads, head_dim 8.
-  EXPECT_EQ(rows[1]["kv_bytes"].get<double>(), (32 + 3) * 5 * 4 * 8 * 2 * 4);
+  // fullkv keeps every row of the prompt and the decoded tokens: K+V, f16 by default, every layer
+  // and head. stories260K: 5 layers, 4 KV heads, head_dim 8.
+  EXPECT_EQ(rows[1]["kv_dtype"], "f16");
+  EXPECT_EQ(rows[1]["kv_bytes"].get<double>(), (32 + 3) * 5 * 4 * 8 * 2 * 2);
   // Progress lines name each run.
   EXPECT_NE(r.err.find("[bench] row 4/4"), std::string::npos) << r.err;
 }
@@ -128,7 +129,7 @@ TEST(Bench, MarkdownAndCsvHaveOneLinePerRow) {
 TEST(Bench, DecodeOnlyRowsAndOutputFile) {
   const fs::path out = fs::temp_directory_path() / ("fkv_bench_" + std::to_string(::getpid()));
   CliRun r = run("--model " + kStories +
-                 " -d 24 -n 2 -m fullkv,h2o --fill random -r 1 -o json "
+                 " -d 24 -n 2 -m fullkv,h2o -kv f32 --fill random -r 1 -o json "
                  "--quiet --out-file " +
                  out.string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -141,6 +142,7 @@ TEST(Bench, DecodeOnlyRowsAndOutputFile) {
   EXPECT_EQ(rows[0]["depth"], 24);
   EXPECT_EQ(rows[0]["fill"], "random");
   EXPECT_EQ(rows[0]["prefill_s"], 0.0);
+  EXPECT_EQ(rows[0]["kv_dtype"], "f32");
   EXPECT_EQ(rows[0]["kv_bytes"].get<double>(), (24 + 2) * 5 * 4 * 8 * 2 * 4);
 }
 

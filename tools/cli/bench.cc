@@ -45,7 +45,7 @@ const std::vector<ListFlag>& list_flags() {
        "KV method specs NAME[:key=value,...] (repeat -m, or list with commas: "
        "fullkv,fastkv:tsp_rate=0.2,retain_rate=0.1); default fullkv"},
       {"-t", "threads", "thread counts (default: all cores)"},
-      {"-kv", "kv-dtype", "KV cache dtypes f16 | bf16 | f32 (default f32)"},
+      {"-kv", "kv-dtype", "KV cache dtypes f16 | bf16 | f32 (default f16)"},
       {"-ub", "ubatch", "prefill chunk rows through the linear layers (default 512)"},
   };
   return flags;
