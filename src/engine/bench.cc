@@ -156,6 +156,8 @@ Expected<BenchSample> run_bench_once(const Model& model, const BenchCase& c, uin
     out.prefill_s = session.timing().prefill_s;
   }
   out.kv_bytes_after_prefill = session.kv_bytes();
+  for (const auto& layer : session.selection().layers) out.rows_per_layer.push_back(layer.n_in);
+  if (session.selection().tsp) out.tsp_layer = session.selection().tsp->layer;
   const std::vector<int32_t> gen = random_tokens(c.gen_tokens, cfg.n_vocab, seed + 1);
   const double t0 = now_s();
   for (int32_t t : gen) FKV_RETURN_IF_ERROR(session.decode(t, logits));
@@ -210,6 +212,16 @@ std::string bench_to_json(const std::vector<BenchRow>& rows, const BenchContext&
                          {"peak_rss_bytes", s.peak_rss_bytes}});
     }
     j["samples"] = std::move(samples);
+    if (!r.samples.empty()) {
+      j["rows_per_layer"] = r.samples.front().rows_per_layer;
+      j["tsp_layer"] = r.samples.front().tsp_layer;
+    }
+    j["weight_bytes"] = ctx.weight_bytes;
+    const ModelConfig& mc = ctx.config;
+    j["model_shape"] = {{"n_layers", mc.n_layers}, {"d_model", mc.d_model},
+                        {"n_heads", mc.n_heads},   {"n_kv_heads", mc.n_kv_heads},
+                        {"head_dim", mc.head_dim}, {"d_ff", mc.d_ff},
+                        {"n_vocab", mc.n_vocab},   {"n_ctx", mc.n_ctx}};
     out.push_back(std::move(j));
   }
   return out.dump(1) + "\n";

@@ -33,9 +33,11 @@ struct BenchSample {
   double prefill_s = 0;  // time to first token (prefill + logits); 0 for decode-only rows
   double decode_s = 0;   // all decode steps
   size_t kv_bytes_after_prefill = 0;
-  size_t kv_bytes = 0;        // at the end of the run
-  size_t peak_rss_bytes = 0;  // process peak during the run (weights included)
-  double fill_s = 0;          // decode-only rows: time to fill the cache (not in any figure)
+  size_t kv_bytes = 0;              // at the end of the run
+  size_t peak_rss_bytes = 0;        // process peak during the run (weights included)
+  double fill_s = 0;                // decode-only rows: time to fill the cache (not in any figure)
+  std::vector<int> rows_per_layer;  // hidden-state rows each layer's prefill (or fill) ran on
+  int tsp_layer = -1;               // layer after which only TSP rows went on (-1: none)
 };
 
 struct BenchStat {
@@ -59,6 +61,8 @@ struct BenchContext {
   int warmup = 1;
   std::string isa;       // kernels in use
   std::string omp_wait;  // how OpenMP workers wait (engine/app.h openmp_wait_description)
+  size_t weight_bytes = 0;
+  ModelConfig config;  // shapes, for the FLOP / bytes bounds of docs/PERFORMANCE.md
 };
 
 // Checks a case against the model (lengths within n_ctx, exactly one of prompt/depth).

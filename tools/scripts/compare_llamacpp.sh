@@ -5,7 +5,8 @@
 #
 # usage:
 #   tools/scripts/compare_llamacpp.sh build                 # only fetch + build llama-bench
-#   tools/scripts/compare_llamacpp.sh run MODEL.gguf OUTDIR [-p 512,2048] [-n 32] [-t 2]
+#   tools/scripts/compare_llamacpp.sh path                  # build if needed, print its path
+#   tools/scripts/compare_llamacpp.sh run MODEL.gguf OUTDIR [-p 512,2048] [-d DEPTHS] [-n 32] [-t 2]
 #                                      [-r 3] [--kv-dtype f16] [--label NAME]
 #
 # Environment:
@@ -51,10 +52,11 @@ run_compare() {
   [[ $# -ge 2 ]] || die "run needs MODEL.gguf OUTDIR"
   local model=$1 outdir=$2
   shift 2
-  local prompts=512,2048 gen=32 threads=2 reps=3 kv=f16 label=""
+  local prompts=512,2048 depths="" gen=32 threads=2 reps=3 kv=f16 label=""
   while [[ $# -gt 0 ]]; do
     case $1 in
       -p) prompts=$2; shift 2 ;;
+      -d) depths=$2; shift 2 ;;
       -n) gen=$2; shift 2 ;;
       -t) threads=$2; shift 2 ;;
       -r) reps=$2; shift 2 ;;
@@ -67,6 +69,7 @@ run_compare() {
   [[ -x "$FASTKV" ]] || die "fastkv binary '$FASTKV' not found (build first or set FASTKV)"
   case $kv in f16|bf16|f32) ;; *) die "--kv-dtype must be f16, bf16 or f32, got '$kv'" ;; esac
   [[ -n "$label" ]] || label=$(basename "$model" .gguf)
+  [[ -n "$depths" ]] || depths=$prompts
   build_llamacpp
   mkdir -p "$outdir"
   local lc_json="$outdir/llamacpp_$label.json" fk_json="$outdir/fastkv_$label.json"
@@ -75,7 +78,7 @@ run_compare() {
   echo "llama.cpp: $model p=$prompts n=$gen t=$threads kv=$kv" >&2
   nice -n 0 "$LLAMA_BENCH" -m "$model" -p "$prompts" -n 0 -t "$threads" -r "$reps" -fa 1 \
     -ctk "$kv" -ctv "$kv" -o json >"$lc_json.prefill.tmp"
-  nice -n 0 "$LLAMA_BENCH" -m "$model" -p 0 -n "$gen" -d "$prompts" -t "$threads" -r "$reps" -fa 1 \
+  nice -n 0 "$LLAMA_BENCH" -m "$model" -p 0 -n "$gen" -d "$depths" -t "$threads" -r "$reps" -fa 1 \
     -ctk "$kv" -ctv "$kv" -o json >"$lc_json.decode.tmp"
   python3 - "$lc_json.prefill.tmp" "$lc_json.decode.tmp" "$lc_json" <<'PY'
 import json, os, sys
@@ -92,8 +95,10 @@ PY
   # fastkv: prefill rows (-n 0) and decode-only rows at the same depths, like llama-bench's.
   "$FASTKV" bench --model "$model" -p "$prompts" -n 0 -t "$threads" -r "$reps" --kv-dtype "$kv" \
     -o json --out-file "$fk_json.prefill"
-  "$FASTKV" bench --model "$model" -p 0 -n "$gen" -d "$prompts" -t "$threads" -r "$reps" \
-    --kv-dtype "$kv" -o json --out-file "$fk_json.decode"
+  # Decode rows fill the cache with random K/V of the right size (--fill random: a full cache of
+  # depth N, as llama-bench's untimed depth prefill leaves); decode speed does not depend on values.
+  "$FASTKV" bench --model "$model" -p 0 -n "$gen" -d "$depths" -t "$threads" -r "$reps" \
+    --kv-dtype "$kv" --fill random -o json --out-file "$fk_json.decode"
   python3 - "$fk_json.prefill" "$fk_json.decode" "$fk_json" "$lc_json" "$outdir/compare_$label.md" \
     "$label" "$threads" "$kv" <<'PY'
 import json, os, sys
@@ -139,6 +144,7 @@ PY
 
 case ${1:-} in
   build) build_llamacpp ;;
+  path) build_llamacpp >&2; echo "$LLAMA_BENCH" ;;
   run) shift; run_compare "$@" ;;
-  *) die "usage: $0 build | run MODEL.gguf OUTDIR [-p LIST] [-n N] [-t N] [-r N] [--kv-dtype T] [--label NAME]" ;;
+  *) die "usage: $0 build | path | run MODEL.gguf OUTDIR [-p LIST] [-d LIST] [-n N] [-t N] [-r N] [--kv-dtype T] [--label NAME]" ;;
 esac
