@@ -146,6 +146,30 @@ TEST(Bench, DecodeOnlyRowsAndOutputFile) {
   EXPECT_EQ(rows[0]["kv_bytes"].get<double>(), (24 + 2) * 5 * 4 * 8 * 2 * 4);
 }
 
+// --plot runs tools/scripts/plot_bench.py (needs python3 + matplotlib) and writes a PNG.
+TEST(Bench, PlotWritesAPng) {
+  if (std::system("python3 -c 'import matplotlib' 2>/dev/null") != 0) {
+    GTEST_SKIP() << "python3 matplotlib is not installed (pip install matplotlib)";
+  }
+  const fs::path png =
+      fs::temp_directory_path() / ("fkv_bench_plot_" + std::to_string(::getpid()) + ".png");
+  CliRun r = run("--model " + kStories + " -p 8,16 -n 2 -m fullkv,snapkv -r 1 --quiet --plot " +
+                 png.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(png, std::ios::binary);
+  std::string head(8, '\0');
+  in.read(head.data(), 8);
+  fs::remove(png);
+  EXPECT_EQ(head.substr(1, 3), "PNG");
+  // A plot script that fails is an error, with the table still printed.
+  CliRun bad = run("--model " + kStories + " -p 8 -n 1 -r 1 --quiet --plot " + png.string(),
+                   "FASTKV_PLOT_SCRIPT=/nonexistent.py");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--plot"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.out.find("| fullkv |"), std::string::npos);
+  EXPECT_FALSE(fs::exists(png));
+}
+
 TEST(Bench, BadFlagsGiveClearErrors) {
   struct Case {
     std::string args, message;
@@ -166,6 +190,7 @@ TEST(Bench, BadFlagsGiveClearErrors) {
       {"--model " + kStories + " -p 8 --fill maybe", "--fill must be prefill or random"},
       {"--model " + kStories + " -p 100000", "context"},
       {"--model " + kStories + " -p 8 --out-file /nonexistent-dir/x.json", "--out-file"},
+      {"--model " + kStories + " -p 8 --plot /nonexistent-dir/x.png", "--plot"},
       {"--synthetic llama-9b", "unknown synthetic model 'llama-9b'"},
       {"--synthetic qwen2.5-0.5b --synthetic-dtype q2_k", "q2_k"},
       {"--model " + kStories + " --synthetic-dtype bf16", "--synthetic-dtype needs --synthetic"},
