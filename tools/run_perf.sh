@@ -9,17 +9,19 @@
 #   bash tools/run_perf.sh report          # only rebuild docs/PERFORMANCE.md from the JSON
 #
 # Resumable: each section writes its JSON and then a .done marker with its duration; a section
-# with a marker is skipped. Expected durations on an idle 2-core Zen 3 (2 threads):
+# with a marker is skipped. Expected durations on an idle 2-core machine, 2 threads (estimated
+# from indicative runs on the shared VM: 1B bf16 prefill ~45-55 tok/s, decode ~150-220 ms/token):
 #   setup     ~25 min  first time (llama-bench build -j2, synthetic GGUFs), ~1 min after
 #   smollm2   ~6 min   fastkv bench, SmolLM2-135M Q4_1, p/d = 512, 2K, 8K, fullkv + fastkv
-#   b1_bf16   ~25 min  same on the Llama-3.2-1B shape, bf16 GGUF
-#   b1_q4_0   ~25 min  same, Q4_0 GGUF
-#   speedup   ~25 min  1B bf16: fastkv vs fullkv prefill at 4K/8K, decode at 8K/16K (random fill)
-#   memory    ~30 min  1B bf16: peak RSS of a 32K prefill, fullkv and fastkv (one run each)
+#   b1_bf16   ~27 min  same on the Llama-3.2-1B shape, bf16 GGUF
+#   b1_q4_0   ~27 min  same, Q4_0 GGUF
+#   speedup   ~28 min  1B bf16: fastkv vs fullkv prefill at 4K/8K, decode at 8K/16K (random fill)
+#   memory    ~65 min  1B bf16: peak RSS of a 32K prefill, fullkv (~40 min) and fastkv (~25 min)
 #   omp       ~3 min   SmolLM2 decode with passive / brief-spin / active waits, idle and with a
 #                      busy core (a spinning `yes` process)
-#   llamacpp  ~70 min  tools/scripts/compare_llamacpp.sh on the three GGUFs (llama.cpp side)
-#   e2e       ~20 min  1B bf16 at 8K: fastkv prefill + 128 decoded vs llama.cpp -pg 8192,128
+#   llamacpp  ~75 min  tools/scripts/compare_llamacpp.sh on the three GGUFs (both engines)
+#   e2e       ~25 min  1B bf16 at 8K: fastkv prefill + 128 decoded vs llama.cpp -pg 8192,128
+#   (all: ~4.7 h; the report is rebuilt after every call, so sections can be spread over runs)
 # Threads: FKV_PERF_THREADS (default 2). Models: FASTKV_MODEL_DIR / ~/.cache/fastkv/models for
 # SmolLM2, FKV_PERF_MODELS (default /work/models) for the synthetic GGUFs.
 set -euo pipefail
