@@ -36,6 +36,19 @@ B1_BF16="$MODELS/llama-3.2-1b.bf16.gguf"
 B1_Q4_0="$MODELS/llama-3.2-1b.q4_0.gguf"
 FASTKV_SPEC="fastkv:tsp_rate=0.2,retain_rate=0.1"
 ALL_SECTIONS="setup smollm2 b1_bf16 b1_q4_0 speedup memory omp llamacpp e2e"
+REPORT=docs/PERFORMANCE.md
+# Lengths (the figures' sizes; FKV_PERF_SMOKE=1 shrinks everything to check the script itself in
+# ~2 minutes on stories260K, writing to /tmp/fastkv-perf-smoke instead of docs/).
+P_SHORT=512,2048 P_LONG=8192 D_SMOL=512,2048,8128 D_1B=512,2048,8192
+P_SPEED=4096,8192 D_SPEED=8192,16384 P_MEM=32768 P_E2E=8192 N_E2E=128
+if [[ -n "${FKV_PERF_SMOKE:-}" ]]; then
+  OUT=/tmp/fastkv-perf-smoke
+  REPORT=$OUT/PERFORMANCE.md
+  SMOL=../shared/models/stories260K/stories260K.gguf
+  B1_BF16=$SMOL B1_Q4_0=$SMOL
+  P_SHORT=64,128 P_LONG=256 D_SMOL=64,128,256 D_1B=64,128,256
+  P_SPEED=128,256 D_SPEED=256,512 P_MEM=1024 P_E2E=256 N_E2E=16
+fi
 mkdir -p "$OUT"
 
 bench() { "$FASTKV" bench -t "$THREADS" "$@"; }
@@ -64,45 +77,49 @@ section_setup() {
   mkdir -p "$MODELS"
   [[ -f "$B1_BF16" ]] || python3 tools/scripts/write_synthetic_gguf.py llama-3.2-1b bf16 "$B1_BF16"
   [[ -f "$B1_Q4_0" ]] || python3 tools/scripts/write_synthetic_gguf.py llama-3.2-1b q4_0 "$B1_Q4_0"
+  fkv_check_gguf "$B1_BF16" && fkv_check_gguf "$B1_Q4_0"
   LLAMACPP_JOBS=2 bash tools/scripts/compare_llamacpp.sh build
   lscpu >"$OUT/machine.txt"
   git rev-parse HEAD >"$OUT/commit.txt"
 }
 
+# The synthetic GGUFs load in fastkv (a bad file fails here, not hours later).
+fkv_check_gguf() { "$FASTKV" bench --model "$1" -p 8 -n 1 -r 1 --warmup 0 --quiet >/dev/null; }
+
 # Prefill rows at 512/2K/8K and decode rows at the same depths, fullkv and FastKV.
 bench_table() {
   local model=$1 name=$2 depths=$3
-  bench --model "$model" -p 512,2048 -n 0 -m fullkv -m "$FASTKV_SPEC" -r 3 -o json \
+  bench --model "$model" -p "$P_SHORT" -n 0 -m fullkv -m "$FASTKV_SPEC" -r 3 -o json \
     --out-file "$OUT/$name.prefill_short.json"
-  bench --model "$model" -p 8192 -n 0 -m fullkv -m "$FASTKV_SPEC" -r 2 -o json \
+  bench --model "$model" -p "$P_LONG" -n 0 -m fullkv -m "$FASTKV_SPEC" -r 2 -o json \
     --out-file "$OUT/$name.prefill_8k.json"
   bench --model "$model" -p 0 -d "$depths" -n 32 -m fullkv -m "$FASTKV_SPEC" --fill random \
     -r 3 -o json --out-file "$OUT/$name.decode.json" --plot "$OUT/$name.decode.png"
 }
-section_smollm2() { bench_table "$SMOL" smollm2 512,2048,8128; }  # SmolLM2's context is 8192
-section_b1_bf16() { bench_table "$B1_BF16" b1_bf16 512,2048,8192; }
-section_b1_q4_0() { bench_table "$B1_Q4_0" b1_q4_0 512,2048,8192; }
+section_smollm2() { bench_table "$SMOL" smollm2 "$D_SMOL"; }  # SmolLM2's context is 8192
+section_b1_bf16() { bench_table "$B1_BF16" b1_bf16 "$D_1B"; }
+section_b1_q4_0() { bench_table "$B1_Q4_0" b1_q4_0 "$D_1B"; }
 
 section_speedup() {
-  bench --model "$B1_BF16" -p 4096,8192 -n 0 -m fullkv -m "$FASTKV_SPEC" -r 2 -o json \
+  bench --model "$B1_BF16" -p "$P_SPEED" -n 0 -m fullkv -m "$FASTKV_SPEC" -r 2 -o json \
     --out-file "$OUT/speedup.prefill.json" --plot "$OUT/speedup.prefill.png"
-  bench --model "$B1_BF16" -p 0 -d 8192,16384 -n 32 -m fullkv -m "$FASTKV_SPEC" --fill random \
+  bench --model "$B1_BF16" -p 0 -d "$D_SPEED" -n 32 -m fullkv -m "$FASTKV_SPEC" --fill random \
     -r 3 -o json --out-file "$OUT/speedup.decode.json"
 }
 
 section_memory() {
-  bench --model "$B1_BF16" -p 32768 -n 1 -m fullkv -m "$FASTKV_SPEC" -r 1 --warmup 0 -o json \
+  bench --model "$B1_BF16" -p "$P_MEM" -n 1 -m fullkv -m "$FASTKV_SPEC" -r 1 --warmup 0 -o json \
     --out-file "$OUT/memory.json"
 }
 
 section_omp() {
   local rows=()
   for busy in 0 1; do
-    local hog=""
+    HOG=""
     if [[ $busy == 1 ]]; then
       yes >/dev/null &
-      hog=$!
-      trap 'kill $hog 2>/dev/null' EXIT
+      HOG=$!
+      trap 'if [[ -n "${HOG:-}" ]]; then kill "$HOG" 2>/dev/null || true; fi' EXIT
       sleep 1
     fi
     for wait in passive spin active; do
@@ -115,26 +132,26 @@ section_omp() {
       "${env[@]}" "$FASTKV" bench --model "$SMOL" -t "$THREADS" -p 0 -d 512 -n 64 --fill random \
         -r 3 -o json --out-file "$OUT/omp.$wait.busy$busy.json"
     done
-    [[ -n "$hog" ]] && kill "$hog"
+    if [[ -n "$HOG" ]]; then kill "$HOG"; HOG=""; fi
   done
 }
 
 section_llamacpp() {
-  bash tools/scripts/compare_llamacpp.sh run "$SMOL" "$OUT" -p 512,2048,8192 -d 512,2048,8128 \
+  bash tools/scripts/compare_llamacpp.sh run "$SMOL" "$OUT" -p "$P_SHORT,$P_LONG" -d "$D_SMOL" \
     -n 32 -t "$THREADS" -r 3 --label smollm2
-  bash tools/scripts/compare_llamacpp.sh run "$B1_BF16" "$OUT" -p 512,2048,8192 -n 32 \
-    -t "$THREADS" -r 2 --label b1_bf16
-  bash tools/scripts/compare_llamacpp.sh run "$B1_Q4_0" "$OUT" -p 512,2048,8192 -n 32 \
-    -t "$THREADS" -r 2 --label b1_q4_0
+  bash tools/scripts/compare_llamacpp.sh run "$B1_BF16" "$OUT" -p "$P_SHORT,$P_LONG" -d "$D_1B" \
+    -n 32 -t "$THREADS" -r 2 --label b1_bf16
+  bash tools/scripts/compare_llamacpp.sh run "$B1_Q4_0" "$OUT" -p "$P_SHORT,$P_LONG" -d "$D_1B" \
+    -n 32 -t "$THREADS" -r 2 --label b1_q4_0
 }
 
 section_e2e() {
   local lb
   lb=$(bash tools/scripts/compare_llamacpp.sh path)
-  "$lb" -m "$B1_BF16" -pg 8192,128 -p 0 -n 0 -t "$THREADS" -r 2 -fa 1 -ctk f16 -ctv f16 -o json \
+  "$lb" -m "$B1_BF16" -pg "$P_E2E,$N_E2E" -p 0 -n 0 -t "$THREADS" -r 2 -fa 1 -ctk f16 -ctv f16 -o json \
     >"$OUT/e2e.llamacpp.json.tmp"
   mv "$OUT/e2e.llamacpp.json.tmp" "$OUT/e2e.llamacpp.json"
-  bench --model "$B1_BF16" -p 8192 -n 128 -m fullkv -m "$FASTKV_SPEC" -r 2 -o json \
+  bench --model "$B1_BF16" -p "$P_E2E" -n "$N_E2E" -m fullkv -m "$FASTKV_SPEC" -r 2 -o json \
     --out-file "$OUT/e2e.fastkv.json"
 }
 
@@ -146,4 +163,4 @@ for s in "${sections[@]}"; do
   if [[ $s != setup && ! -f "$OUT/setup.done" ]]; then run_section setup; fi
   run_section "$s"
 done
-python3 tools/scripts/perf_report.py "$OUT" docs/PERFORMANCE.md
+python3 tools/scripts/perf_report.py "$OUT" "$REPORT"
