@@ -7,6 +7,8 @@
 #   bash tools/run_perf.sh smollm2 memory  # only these sections (then the report)
 #   FORCE=1 bash tools/run_perf.sh smollm2 # rerun a section that is already done
 #   bash tools/run_perf.sh report          # only rebuild docs/PERFORMANCE.md from the JSON
+#   FKV_PERF_SMOKE=1 bash tools/run_perf.sh   # every section on stories260K, tiny lengths, into
+#                                            # /tmp/fastkv-perf-smoke (~2 min): checks the script
 #
 # Resumable: each section writes its JSON and then a .done marker with its duration; a section
 # with a marker is skipped. Expected durations on an idle 2-core machine, 2 threads (estimated
