@@ -22,6 +22,7 @@ const std::map<std::string, std::string>& model_table() {
 }
 }  // namespace
 
+#ifdef FKV_OPENMP
 namespace {
 // Tasks runnable right now besides this one: the minimum of a few samples of procs_running, so a
 // blip (a shell, a cron job) does not count as load.
@@ -44,6 +45,7 @@ int other_runnable_tasks() {
   return best <= 1 ? 0 : best - 1;
 }
 }  // namespace
+#endif
 
 void configure_openmp_wait(char** argv) {
 #ifdef FKV_OPENMP
