@@ -65,6 +65,95 @@ Status Session::extend(std::span<const int32_t> tokens, std::vector<float>& logi
   for (int32_t t : tokens) FKV_RETURN_IF_ERROR(impl_->decode(t, logits));
   return Status::ok();
 }
+Status Session::fill_random(int depth, uint64_t seed) {
+  Impl& s = *impl_;
+  if (s.prefilled) return Status::error("session already holds a prompt; start a new session");
+  const ModelConfig& c = s.model.config();
+  if (depth < 1) return Status::error(strfmt("fill depth %d must be at least 1", depth));
+  if (static_cast<long long>(depth) + s.opts.max_new_tokens > c.n_ctx) {
+    return Status::error(strfmt("fill depth %d + %d new tokens exceeds the model's context %d",
+                                depth, s.opts.max_new_tokens, c.n_ctx));
+  }
+  const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
+  const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
+  uint64_t state = seed * 0x9e3779b97f4a7c15ull + 1;
+  // Values of unit scale, like post-RoPE keys; xorshift keeps 16K x 2048 floats a layer cheap.
+  auto randomize = [&](std::vector<float>& buf, int64_t count) {
+    buf.resize(count);
+    for (int64_t i = 0; i < count; ++i) {
+      state ^= state << 13;
+      state ^= state >> 7;
+      state ^= state << 17;
+      buf[i] = static_cast<float>(static_cast<int64_t>(state >> 40) - (1ll << 23)) / (1 << 23);
+    }
+  };
+  FKV_RETURN_IF_ERROR(s.check_kv_dtype());
+  s.kv.reset(c.n_layers, c.n_kv_heads, c.head_dim, s.opts.kv_dtype);
+  s.selection = SelectionRecord();
+  s.selection.method = s.policy.name();
+  s.selection.n_prompt = depth;
+  s.policy.begin_prefill(s.info, depth);
+  Rows rows;
+  rows.pos.resize(depth);
+  for (int i = 0; i < depth; ++i) rows.pos[i] = i;
+  int32_t next_pos = depth;
+  if (auto fl = s.policy.filter_layer()) {
+    if (*fl < 0 || *fl >= c.n_layers) {
+      return Status::error(strfmt("filter layer %d is out of range [0, %d)", *fl, c.n_layers));
+    }
+    randomize(s.q, depth * q_dim);
+    randomize(s.k, depth * kv_dim);
+    std::vector<int32_t> keep_tokens;
+    s.policy.select_prompt(s.make_view(*fl, depth, rows), keep_tokens);
+    if (keep_tokens.empty()) {
+      return Status::error(strfmt("policy %s selected no prompt tokens", s.policy.name().c_str()));
+    }
+    // GemFilter's second pass renumbers the kept tokens 0..k-1.
+    rows.pos.resize(keep_tokens.size());
+    for (size_t i = 0; i < keep_tokens.size(); ++i) rows.pos[i] = static_cast<int32_t>(i);
+    next_pos = static_cast<int32_t>(keep_tokens.size());
+  }
+  KeepLists keep;
+  std::vector<int32_t> sel_rows;
+  for (int il = 0; il < c.n_layers; ++il) {
+    const int n = rows.n();
+    randomize(s.q, n * q_dim);
+    randomize(s.k, n * kv_dim);
+    randomize(s.v, n * kv_dim);
+    const LayerView lv = s.make_view(il, depth, rows);
+    keep.clear();
+    const bool compress = s.policy.select_kv(lv, keep);
+    if (compress && keep.n_heads() != c.n_kv_heads) {
+      return Status::error(strfmt("policy %s returned keep lists for %d heads at layer %d",
+                                  s.policy.name().c_str(), keep.n_heads(), il));
+    }
+    s.kv.layer(il).write_prefill(s.k.data(), s.v.data(), kv_dim, rows.pos,
+                                 compress ? &keep : nullptr, s.opts.max_new_tokens);
+    SelectionRecord::Layer rec;
+    rec.layer = il;
+    rec.n_in = n;
+    s.selection.layers.push_back(std::move(rec));
+    sel_rows.clear();
+    if (il + 1 < c.n_layers && s.policy.select_rows(lv, sel_rows)) {
+      std::vector<int32_t> next(sel_rows.size());
+      for (size_t i = 0; i < sel_rows.size(); ++i) {
+        if (sel_rows[i] < 0 || sel_rows[i] >= n) {
+          return Status::error(strfmt("policy %s selected invalid row %d at layer %d",
+                                      s.policy.name().c_str(), sel_rows[i], il));
+        }
+        next[i] = rows.pos[sel_rows[i]];
+      }
+      rows.pos = std::move(next);
+    }
+  }
+  s.kv.set_next_pos(next_pos);
+  s.prefilled = true;
+  s.timing = Timing();
+  s.timing.n_prompt = depth;
+  s.timing.kv_bytes_after_prefill = s.kv.bytes();
+  return Status::ok();
+}
+
 std::vector<std::vector<std::vector<int32_t>>> Session::cache_positions() const {
   std::vector<std::vector<std::vector<int32_t>>> out;
   if (!impl_->prefilled) return out;

@@ -43,6 +43,13 @@ struct Timing {
 
 struct SessionOptions {
   int max_new_tokens = 256;  // decode rows reserved per head
+  // Prefill rows per chunk through the linear parts (Q/K/V, Wo, MLP) of a layer; attention
+  // always sees the whole prefix. Bounds scratch to O(ubatch x d_ff).
+  int ubatch = 512;
+  // Element type of the cached K/V rows: f16 (default, as llama.cpp), bf16 or f32. Prefill
+  // attention and every policy's prefill scoring use the f32 rows before they are stored, so the
+  // kept sets do not depend on it.
+  DType kv_dtype = DType::kF16;
 };
 
 class Session {
@@ -58,6 +65,12 @@ class Session {
   // cache, as k decode steps would: the context-first protocol's question, a chat's next turn, a
   // server's chunked prompt. logits: [n_vocab] after the last token. Needs a prefill first.
   Status extend(std::span<const int32_t> tokens, std::vector<float>& logits);
+  // Bench decode rows at a context depth without the prefill's cost: random post-RoPE Q/K/V of
+  // `depth` rows per layer go through the policy's own selection (select_kv, select_rows,
+  // GemFilter's select_prompt), so each layer keeps as many rows as a prefill of that length
+  // would. Positions 0..depth-1; next_pos() = depth (GemFilter: its kept count). Timing is not
+  // touched. Replaces prefill (one or the other per session).
+  Status fill_random(int depth, uint64_t seed);
   // Full-prompt logits for every position (no compression; test/oracle helper).
   Status prefill_all_logits(std::span<const int32_t> tokens, std::vector<float>& logits);
 

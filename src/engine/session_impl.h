@@ -9,6 +9,7 @@
 
 #include "engine/engine.h"
 #include "kernels/attention.h"
+#include "kernels/dispatch.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kv/kv_cache.h"
@@ -65,6 +66,7 @@ struct Session::Impl {
 
   // Scratch, sized on demand and reused.
   std::vector<float> xn, q, k, v, att, proj, gate, up;
+  std::vector<std::vector<float>> decode_k_f32, decode_v_f32;  // [n_kv_heads][len * head_dim]
 
   Impl(const Model& m, KvPolicy& p, const SessionOptions& o)
       : model(m), policy(p), opts(o), info(m.policy_info()) {}
@@ -79,23 +81,69 @@ struct Session::Impl {
     }
   }
 
+  // Rows per chunk of the linear parts: opts.ubatch rounded up to whole GEMM x panels, so every
+  // row takes the same kernel path (and gets the same bits) as in one unchunked product.
+  int64_t chunk_rows() const {
+    const int64_t ub = std::max(1, opts.ubatch);
+    return (ub + kXPanel - 1) / kXPanel * kXPanel;
+  }
+  // Calls f(r0, nr) over [0, n) in chunks of chunk_rows(); a remainder shorter than one panel
+  // joins the last chunk (a product of few rows would switch kernels, e.g. to 8-bit dots).
+  template <class F>
+  void for_each_chunk(int n, F&& f) const {
+    const int64_t step = chunk_rows();
+    for (int64_t r0 = 0; r0 < n;) {
+      int64_t nr = std::min<int64_t>(step, n - r0);
+      if (n - (r0 + nr) < kXPanel) nr = n - r0;
+      f(static_cast<int>(r0), static_cast<int>(nr));
+      r0 += nr;
+    }
+  }
+
   // Q/K/V of n rows of xn, with biases, per-head q/k norms (Qwen3) and RoPE at `pos`.
   void qkv(const LayerWeights& L, int n, std::span<const int32_t> pos) {
     const ModelConfig& c = model.config();
+    q.resize(static_cast<size_t>(n) * c.n_heads * c.head_dim);
+    k.resize(static_cast<size_t>(n) * c.n_kv_heads * c.head_dim);
+    v.resize(static_cast<size_t>(n) * c.n_kv_heads * c.head_dim);
+    qkv_rows(L, xn.data(), 0, n, pos);
+  }
+
+  // Prefill: Q/K/V of all n rows of x [n, d_model] in chunks (attn_norm applied per chunk into
+  // xn, which stays [chunk, d_model]); q, k, v hold every row for attention and the policy.
+  void qkv_chunked(const LayerWeights& L, const std::vector<float>& x, int n,
+                   std::span<const int32_t> pos) {
+    const ModelConfig& c = model.config();
+    const int d = c.d_model;
+    q.resize(static_cast<size_t>(n) * c.n_heads * c.head_dim);
+    k.resize(static_cast<size_t>(n) * c.n_kv_heads * c.head_dim);
+    v.resize(static_cast<size_t>(n) * c.n_kv_heads * c.head_dim);
+    for_each_chunk(n, [&](int r0, int nr) {
+      xn.resize(static_cast<size_t>(nr) * d);
+      rms_norm_rows(x.data() + static_cast<int64_t>(r0) * d, nr, d, L.attn_norm, c.rms_eps,
+                    xn.data());
+      qkv_rows(L, xn.data(), r0, nr, pos.subspan(r0, nr));
+    });
+  }
+
+  // Q/K/V of rows [r0, r0 + n) from their normed input xin [n, d_model] into q, k, v (sized).
+  void qkv_rows(const LayerWeights& L, const float* xin, int r0, int n,
+                std::span<const int32_t> pos) {
+    const ModelConfig& c = model.config();
     const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
     const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
-    q.resize(n * q_dim);
-    k.resize(n * kv_dim);
-    v.resize(n * kv_dim);
-    matmul(xn.data(), n, c.d_model, L.wq, q.data(), q_dim);
-    matmul(xn.data(), n, c.d_model, L.wk, k.data(), kv_dim);
-    matmul(xn.data(), n, c.d_model, L.wv, v.data(), kv_dim);
+    float* q0 = q.data() + r0 * q_dim;
+    float* k0 = k.data() + r0 * kv_dim;
+    float* v0 = v.data() + r0 * kv_dim;
+    matmul(xin, n, c.d_model, L.wq, q0, q_dim);
+    matmul(xin, n, c.d_model, L.wk, k0, kv_dim);
+    matmul(xin, n, c.d_model, L.wv, v0, kv_dim);
     const std::vector<float>& inv_freq = model.rope_inv_freq();
 #pragma omp parallel for schedule(static) if (n * q_dim > (1 << 16))
     for (int r = 0; r < n; ++r) {
-      float* qr = q.data() + r * q_dim;
-      float* kr = k.data() + r * kv_dim;
-      float* vr = v.data() + r * kv_dim;
+      float* qr = q0 + r * q_dim;
+      float* kr = k0 + r * kv_dim;
+      float* vr = v0 + r * kv_dim;
       if (!L.bq.empty()) {
         add_inplace(qr, L.bq.data(), q_dim);
         add_inplace(kr, L.bk.data(), kv_dim);
@@ -116,23 +164,28 @@ struct Session::Impl {
     }
   }
 
-  // x += Wo . att ; x += MLP(norm(x)), for n rows.
+  // x += Wo . att ; x += MLP(norm(x)), for n rows, in chunks of chunk_rows() rows so the
+  // scratch (proj, xn [chunk, d_model], gate, up [chunk, d_ff]) does not grow with n.
   void attn_out_and_mlp(const LayerWeights& L, int n, std::vector<float>& x) {
+    for_each_chunk(n, [&](int r0, int nr) { attn_out_and_mlp_rows(L, r0, nr, x); });
+  }
+  void attn_out_and_mlp_rows(const LayerWeights& L, int r0, int n, std::vector<float>& x) {
     const ModelConfig& c = model.config();
     const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
     const int d = c.d_model;
+    float* xr = x.data() + static_cast<int64_t>(r0) * d;
     proj.resize(static_cast<size_t>(n) * d);
-    matmul(att.data(), n, q_dim, L.wo, proj.data(), d);
-    add_inplace(x.data(), proj.data(), static_cast<int64_t>(n) * d);
+    matmul(att.data() + r0 * q_dim, n, q_dim, L.wo, proj.data(), d);
+    add_inplace(xr, proj.data(), static_cast<int64_t>(n) * d);
     xn.resize(static_cast<size_t>(n) * d);
-    rms_norm_rows(x.data(), n, d, L.ffn_norm, c.rms_eps, xn.data());
+    rms_norm_rows(xr, n, d, L.ffn_norm, c.rms_eps, xn.data());
     gate.resize(static_cast<size_t>(n) * c.d_ff);
     up.resize(static_cast<size_t>(n) * c.d_ff);
     matmul(xn.data(), n, d, L.w_gate, gate.data(), c.d_ff);
     matmul(xn.data(), n, d, L.w_up, up.data(), c.d_ff);
     silu_mul(gate.data(), up.data(), static_cast<int64_t>(n) * c.d_ff);
     matmul(gate.data(), n, c.d_ff, L.w_down, proj.data(), d);
-    add_inplace(x.data(), proj.data(), static_cast<int64_t>(n) * d);
+    add_inplace(xr, proj.data(), static_cast<int64_t>(n) * d);
   }
 
   // Final norm + lm_head for rows [r0, r0 + n) of x; logits [n, n_vocab].
@@ -183,9 +236,7 @@ struct Session::Impl {
     for (int il = 0; il < c.n_layers; ++il) {
       const LayerWeights& L = model.layer(il);
       const int n = rows.n();
-      xn.resize(static_cast<size_t>(n) * d);
-      rms_norm_rows(rows.x.data(), n, d, L.attn_norm, c.rms_eps, xn.data());
-      qkv(L, n, rows.pos);
+      qkv_chunked(L, rows.x, n, rows.pos);
       att.resize(static_cast<size_t>(n) * c.n_heads * c.head_dim);
       // Causal by original position (and the sliding window, when the model has one).
       const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
@@ -280,13 +331,22 @@ struct Session::Impl {
     return Status::ok();
   }
 
+  Status check_kv_dtype() const {
+    if (!kv_dtype_supported(opts.kv_dtype)) {
+      return Status::error(
+          strfmt("KV cache dtype %s is not supported (f16, bf16, f32)", dtype_name(opts.kv_dtype)));
+    }
+    return Status::ok();
+  }
+
   Status prefill(std::span<const int32_t> tokens, std::vector<float>& logits, bool all_logits) {
     if (prefilled) return Status::error("session already holds a prompt; start a new session");
+    FKV_RETURN_IF_ERROR(check_kv_dtype());
     FKV_RETURN_IF_ERROR(check_tokens(tokens));
     const ModelConfig& c = model.config();
     const int n_prompt = static_cast<int>(tokens.size());
     const double t0 = now_s();
-    kv.reset(c.n_layers, c.n_kv_heads, c.head_dim);
+    kv.reset(c.n_layers, c.n_kv_heads, c.head_dim, opts.kv_dtype);
     selection = SelectionRecord();
     selection.method = policy.name();
     selection.n_prompt = n_prompt;
@@ -358,10 +418,11 @@ struct Session::Impl {
     embed(tok, x);
     const int32_t pos_arr[1] = {p};
     KeepLists keep;
-    // Per-KV-head cache views for the attention kernel ([n_kv_heads] each).
-    std::vector<const float*> head_k(c.n_kv_heads), head_v(c.n_kv_heads);
+    // Per-KV-head cache views for the attention kernel ([n_kv_heads] each), in the cache dtype.
+    std::vector<const void*> head_k(c.n_kv_heads), head_v(c.n_kv_heads);
     std::vector<const int32_t*> head_pos(c.n_kv_heads);
     std::vector<int> head_len(c.n_kv_heads);
+    const bool policy_reads_cache = policy.reads_decode_cache(timing.n_decoded);
     for (int il = 0; il < c.n_layers; ++il) {
       const LayerWeights& L = model.layer(il);
       xn.resize(d);
@@ -372,13 +433,13 @@ struct Session::Impl {
       att.resize(static_cast<size_t>(c.n_heads) * hd);
       for (int g = 0; g < c.n_kv_heads; ++g) {
         const HeadKv& head = lkv.head(g);
-        head_k[g] = head.k();
-        head_v[g] = head.v();
+        head_k[g] = head.k_data();
+        head_v[g] = head.v_data();
         head_pos[g] = head.pos();
         head_len[g] = head.len();
       }
-      attention_decode(attention_shape(c, scale()), q.data(), head_k.data(), head_v.data(),
-                       head_pos.data(), head_len.data(), p, att.data());
+      attention_decode_kv(attention_shape(c, scale()), kv.dtype(), q.data(), head_k.data(),
+                          head_v.data(), head_pos.data(), head_len.data(), p, att.data());
       DecodeView dv;
       dv.il = il;
       dv.model = &info;
@@ -386,9 +447,29 @@ struct Session::Impl {
       dv.step = timing.n_decoded;
       dv.q = q.data();
       dv.scale = scale();
+      if (policy_reads_cache && kv.dtype() != DType::kF32) {
+        decode_k_f32.resize(c.n_kv_heads);
+        decode_v_f32.resize(c.n_kv_heads);
+      }
       for (int h = 0; h < c.n_kv_heads; ++h) {
         const HeadKv& head = lkv.head(h);
-        dv.heads.push_back({head.len(), head.k(), head.v(), head.pos()});
+        const float* hk = nullptr;
+        const float* hv = nullptr;
+        if (policy_reads_cache) {
+          if (kv.dtype() == DType::kF32) {
+            hk = head.k();
+            hv = head.v();
+          } else {
+            // The policy scores the widened (f16/bf16-rounded) rows the attention read.
+            decode_k_f32[h].resize(static_cast<size_t>(head.len()) * hd);
+            decode_v_f32[h].resize(static_cast<size_t>(head.len()) * hd);
+            head.k_to_f32(hd, decode_k_f32[h].data());
+            head.v_to_f32(hd, decode_v_f32[h].data());
+            hk = decode_k_f32[h].data();
+            hv = decode_v_f32[h].data();
+          }
+        }
+        dv.heads.push_back({head.len(), hk, hv, head.pos()});
       }
       keep.clear();
       if (policy.on_decode(dv, keep)) lkv.retain(keep, opts.max_new_tokens);

@@ -129,6 +129,16 @@ const AttentionKernels& pick_for_dim(const AttentionKernels& kern, int hd) {
   return portable_attention_kernels();
 }
 
+// The ops table of the same ISA as an attention variant (its f16/bf16 widening converters).
+const KernelTable& ops_table_for(const AttentionKernels& kern) {
+  for (int i = kNumIsas - 1; i > 0; --i) {
+    if (attention_kernels(static_cast<Isa>(i)) == &kern) {
+      if (const KernelTable* t = kernel_table(static_cast<Isa>(i))) return *t;
+    }
+  }
+  return scalar_kernel_table();
+}
+
 }  // namespace
 
 const AttentionKernels& portable_attention_kernels() {
@@ -304,15 +314,30 @@ void attention_prefill_with(const AttentionKernels& kern_in, const AttentionShap
 // Decode driver: work items are (KV head, fixed split of its visible keys); each leaves a partial
 // (m, l, o) per query head of the group, merged afterwards in split order.
 
-void attention_decode_with(const AttentionKernels& kern_in, const AttentionShape& s, const float* q,
+void attention_decode_with(const AttentionKernels& kern, const AttentionShape& s, const float* q,
                            const float* const* k_heads, const float* const* v_heads,
                            const int32_t* const* pos_heads, const int* len, int32_t qpos,
                            float* out) {
+  attention_decode_kv_with(kern, s, DType::kF32, q, reinterpret_cast<const void* const*>(k_heads),
+                           reinterpret_cast<const void* const*>(v_heads), pos_heads, len, qpos,
+                           out);
+}
+
+void attention_decode_kv_with(const AttentionKernels& kern_in, const AttentionShape& s,
+                              DType kv_dtype, const float* q, const void* const* k_heads,
+                              const void* const* v_heads, const int32_t* const* pos_heads,
+                              const int* len, int32_t qpos, float* out) {
   check_shape(s);
+  FKV_CHECK(kv_dtype == DType::kF32 || kv_dtype == DType::kF16 || kv_dtype == DType::kBF16,
+            "attention_decode: KV dtype %s (f32, f16, bf16)", dtype_name(kv_dtype));
   const int hd = s.head_dim;
   const int n_kv = s.n_kv_heads;
   const int group = s.n_heads / n_kv;
   const AttentionKernels& kern = pick_for_dim(kern_in, hd);
+  // Half rows are widened by the converter of the same ISA as the attention primitives.
+  const KernelTable& ops = ops_table_for(kern);
+  auto widen = kv_dtype == DType::kF16 ? ops.f16_row_to_f32 : ops.bf16_row_to_f32;
+  const size_t elem = kv_dtype == DType::kF32 ? sizeof(float) : sizeof(uint16_t);
 
   thread_local std::vector<int> meta;  // per KV head: lo, first item; then the item count
   meta.resize(static_cast<size_t>(2 * n_kv + 1));
@@ -344,7 +369,11 @@ void attention_decode_with(const AttentionKernels& kern_in, const AttentionShape
   const int nt = parallel ? std::min(num_threads(), n_items) : 1;
 #pragma omp parallel num_threads(nt) if (parallel)
   {
-    float* sc = thread_scratch(static_cast<size_t>(group) * kKb);
+    // Scores [group, kKb], then (half caches) one widened key block and value block [kKb, hd].
+    float* sc =
+        thread_scratch(static_cast<size_t>(group) * kKb + 2 * static_cast<size_t>(kKb) * hd);
+    float* kbuf = sc + static_cast<size_t>(group) * kKb;
+    float* vbuf = kbuf + static_cast<size_t>(kKb) * hd;
 #pragma omp for schedule(static, 1)
     for (int it = 0; it < n_items; ++it) {
       int g = 0;  // the head whose items hold `it` (mt[2g+3] is head g+1's first item)
@@ -361,13 +390,22 @@ void attention_decode_with(const AttentionKernels& kern_in, const AttentionShape
       const float* qg = q + static_cast<int64_t>(g) * group * hd;
       for (int j0 = j_begin; j0 < j_end; j0 += kKb) {
         const int nk = std::min(kKb, j_end - j0);
-        const float* kj = k_heads[g] + static_cast<int64_t>(j0) * hd;
+        const uint8_t* kraw = static_cast<const uint8_t*>(k_heads[g]) + elem * j0 * hd;
+        const uint8_t* vraw = static_cast<const uint8_t*>(v_heads[g]) + elem * j0 * hd;
+        const float* kj = reinterpret_cast<const float*>(kraw);
+        const float* vj = reinterpret_cast<const float*>(vraw);
+        if (kv_dtype != DType::kF32) {
+          widen(reinterpret_cast<const uint16_t*>(kraw), kbuf, static_cast<int64_t>(nk) * hd);
+          widen(reinterpret_cast<const uint16_t*>(vraw), vbuf, static_cast<int64_t>(nk) * hd);
+          kj = kbuf;
+          vj = vbuf;
+        }
         kern.scores_rows(qg, hd, group, kj, hd, nk, hd, s.scale, sc);
         for (int hh = 0; hh < group; ++hh) {
           softmax_update_row(kern, sc + hh * kKb, 0, nk, mp + hh, lp + hh,
                              op + static_cast<int64_t>(hh) * hd, hd);
         }
-        kern.pv(sc, kKb, group, v_heads[g] + static_cast<int64_t>(j0) * hd, hd, nk, hd, op, hd);
+        kern.pv(sc, kKb, group, vj, hd, nk, hd, op, hd);
       }
     }
   }
@@ -407,6 +445,14 @@ void attention_decode(const AttentionShape& s, const float* q, const float* cons
                       int32_t qpos, float* out) {
   attention_decode_with(active_attention_kernels(), s, q, k_heads, v_heads, pos_heads, len, qpos,
                         out);
+}
+
+void attention_decode_kv(const AttentionShape& s, DType kv_dtype, const float* q,
+                         const void* const* k_heads, const void* const* v_heads,
+                         const int32_t* const* pos_heads, const int* len, int32_t qpos,
+                         float* out) {
+  attention_decode_kv_with(active_attention_kernels(), s, kv_dtype, q, k_heads, v_heads, pos_heads,
+                           len, qpos, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -486,6 +532,33 @@ void attention_decode(const AttentionShape& s, const float* q, const float* cons
     attend_one(q + static_cast<int64_t>(h) * hd, hd, s.scale, len[g], k_heads[g], hd, v_heads[g],
                hd, visible, sc, out + static_cast<int64_t>(h) * hd);
   }
+}
+
+void attention_decode_kv(const AttentionShape& s, DType kv_dtype, const float* q,
+                         const void* const* k_heads, const void* const* v_heads,
+                         const int32_t* const* pos_heads, const int* len, int32_t qpos,
+                         float* out) {
+  const int hd = s.head_dim;
+  std::vector<std::vector<float>> kf(s.n_kv_heads), vf(s.n_kv_heads);
+  std::vector<const float*> kp(s.n_kv_heads), vp(s.n_kv_heads);
+  auto to_f32 = [&](const void* src, int n, std::vector<float>& dst) {
+    dst.resize(static_cast<size_t>(n) * hd);
+    for (size_t i = 0; i < dst.size(); ++i) {
+      if (kv_dtype == DType::kF32) {
+        dst[i] = static_cast<const float*>(src)[i];
+      } else {
+        const uint16_t h = static_cast<const uint16_t*>(src)[i];
+        dst[i] = kv_dtype == DType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
+      }
+    }
+  };
+  for (int g = 0; g < s.n_kv_heads; ++g) {
+    to_f32(k_heads[g], len[g], kf[g]);
+    to_f32(v_heads[g], len[g], vf[g]);
+    kp[g] = kf[g].data();
+    vp[g] = vf[g].data();
+  }
+  scalar::attention_decode(s, q, kp.data(), vp.data(), pos_heads, len, qpos, out);
 }
 
 }  // namespace scalar

@@ -36,7 +36,19 @@ void attention_decode(const AttentionShape& s, const float* q, const float* cons
                       const float* const* v_heads, const int32_t* const* pos_heads, const int* len,
                       int32_t qpos, float* out);
 
+// Decode against caches stored as f32, f16 or bf16 (`kv_dtype`): k_heads[g], v_heads[g] point at
+// [len[g], hd] elements of that type. Half-precision keys and values are widened (exactly) to f32
+// one key block at a time, in L1, by the variant's own converter, and go through the same
+// primitives: the cache is read once, at half the bytes.
+void attention_decode_kv(const AttentionShape& s, DType kv_dtype, const float* q,
+                         const void* const* k_heads, const void* const* v_heads,
+                         const int32_t* const* pos_heads, const int* len, int32_t qpos, float* out);
+
 namespace scalar {
+// Twin of attention_decode_kv: widens every head to f32, then the double-precision definition.
+void attention_decode_kv(const AttentionShape& s, DType kv_dtype, const float* q,
+                         const void* const* k_heads, const void* const* v_heads,
+                         const int32_t* const* pos_heads, const int* len, int32_t qpos, float* out);
 void attention_prefill(const AttentionShape& s, const float* q, int64_t q_stride, const float* k,
                        const float* v, int64_t kv_stride, const int32_t* pos, int n, float* out,
                        int64_t out_stride);
@@ -84,6 +96,10 @@ void attention_decode_with(const AttentionKernels& kern, const AttentionShape& s
                            const float* const* k_heads, const float* const* v_heads,
                            const int32_t* const* pos_heads, const int* len, int32_t qpos,
                            float* out);
+void attention_decode_kv_with(const AttentionKernels& kern, const AttentionShape& s, DType kv_dtype,
+                              const float* q, const void* const* k_heads,
+                              const void* const* v_heads, const int32_t* const* pos_heads,
+                              const int* len, int32_t qpos, float* out);
 
 // Tables defined by the per-ISA files.
 const AttentionKernels& portable_attention_kernels();

@@ -60,8 +60,8 @@ struct LayerView {
 // One KV head's cache during decode (read-only view for decode-time policies).
 struct HeadCacheView {
   int len = 0;
-  const float* k = nullptr;      // [len, head_dim] post-RoPE
-  const float* v = nullptr;      // [len, head_dim]
+  const float* k = nullptr;      // [len, head_dim] post-RoPE (null unless reads_decode_cache)
+  const float* v = nullptr;      // [len, head_dim] (null unless reads_decode_cache)
   const int32_t* pos = nullptr;  // [len] original positions, ascending
 };
 // Handed to a policy after layer il's decode attention for token at position `pos`.
@@ -104,6 +104,13 @@ class KvPolicy {
   virtual bool on_decode(const DecodeView& dv, KeepLists& keep) {
     (void)dv;
     (void)keep;
+    return false;
+  }
+  // Whether on_decode at decode step `step` reads the cached K/V (DecodeView::heads[].k / v). The
+  // engine widens a half-precision cache to f32 for those steps only; at other steps the views'
+  // k and v are null.
+  virtual bool reads_decode_cache(int step) const {
+    (void)step;
     return false;
   }
 };

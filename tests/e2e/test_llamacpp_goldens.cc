@@ -136,6 +136,10 @@ void check_prompt(const Model& model, const json& p, const Tolerance& t) {
   auto policy = full_policy(model);
   SessionOptions so;
   so.max_new_tokens = static_cast<int>(greedy.size());
+  // The goldens were made with llama.cpp's KV cache in f32 (make_llamacpp_goldens.py), so ours is
+  // f32 too: with the default f16 cache stories260K's story_500 hits a greedy near tie 0.0054
+  // wide at step 29, outside its f32 tolerance.
+  so.kv_dtype = DType::kF32;
   Session s(model, *policy, so);
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<float> logits;  // [n_tokens, n_vocab]

@@ -275,6 +275,50 @@ TEST(Attention, DecodeMatchesScalarTwin) {
               cases, variants().size(), worst);
 }
 
+// Caches stored as f16 / bf16: every variant widens key and value blocks and must match the
+// scalar twin on the same half data (same tolerance as f32: widening is exact), and stay within
+// the half format's rounding of the f32 result.
+TEST(Attention, DecodeHalfCacheMatchesScalarTwin) {
+  std::mt19937 rng(24);
+  const std::vector<std::vector<int>> length_sets = {
+      {1, 1}, {64, 65}, {600, 5}, {1300, 129}, {0, 10}};
+  for (DType dt : {DType::kF16, DType::kBF16}) {
+    for (int hd : {8, 16, 64, 128}) {
+      for (int ratio : {1, 4}) {
+        for (const auto& lens : length_sets) {
+          for (int window : {0, 40}) {
+            const Decode d(rng, 2 * ratio, 2, hd, window, lens, 2.0f);
+            std::vector<std::vector<uint16_t>> kh(2), vh(2);
+            std::vector<const void*> kp, vp;
+            for (int g = 0; g < 2; ++g) {
+              for (float x : d.k[g])
+                kh[g].push_back(dt == DType::kF16 ? f32_to_f16(x) : f32_to_bf16(x));
+              for (float x : d.v[g])
+                vh[g].push_back(dt == DType::kF16 ? f32_to_f16(x) : f32_to_bf16(x));
+              kp.push_back(kh[g].data());
+              vp.push_back(vh[g].data());
+            }
+            std::vector<float> ref(d.q.size(), -1.0f);
+            scalar::attention_decode_kv(d.s, dt, d.q.data(), kp.data(), vp.data(), d.pp.data(),
+                                        d.len.data(), d.qpos, ref.data());
+            // The half cache is close to the f32 one: f16 ~5e-4, bf16 ~4e-3 relative rounding.
+            EXPECT_LE(rel_err(ref, d.run(nullptr)), dt == DType::kF16 ? 5e-3 : 4e-2)
+                << dtype_name(dt) << " hd=" << hd;
+            for (const AttentionKernels* k : variants()) {
+              std::vector<float> got(d.q.size(), -1.0f);
+              attention_decode_kv_with(*k, d.s, dt, d.q.data(), kp.data(), vp.data(), d.pp.data(),
+                                       d.len.data(), d.qpos, got.data());
+              EXPECT_LE(rel_err(got, ref), kRelTol)
+                  << k->name << " " << dtype_name(dt) << " hd=" << hd << " ratio=" << ratio
+                  << " lens=" << lens[0] << "," << lens[1] << " window=" << window;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Attention, DecodeThreadCountIndependent) {
   std::mt19937 rng(22);
   for (int window : {0, 1000}) {

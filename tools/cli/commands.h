@@ -6,6 +6,7 @@
 
 namespace fkv::cli {
 
+int cmd_bench(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_serve(const std::vector<std::string>& args);

@@ -9,6 +9,7 @@
 #include "core/file_io.h"
 #include "core/parse_number.h"
 #include "engine/app.h"
+#include "engine/bench.h"
 #include "engine/engine.h"
 #include "kernels/matmul.h"
 #include "kv/policy.h"
@@ -42,6 +43,10 @@ const std::vector<ArgSpec>& generate_specs() {
         {"seed", ArgKind::kInt,
          "RNG seed in [0, 2^64) (default 0); same seed, same output on every machine"},
         {"threads", ArgKind::kInt, "worker threads (default: all cores)"},
+        {"kv-dtype", ArgKind::kString, "KV cache element type: f16 (default) | bf16 | f32"},
+        {"ubatch", ArgKind::kInt,
+         "prompt rows per chunk through the projections and MLP (default 512; rounded up to a "
+         "multiple of 32); attention always sees the whole prompt"},
     };
     for (const ArgSpec& m : method_arg_specs()) s.push_back(m);
     s.push_back({"dump-selection", ArgKind::kString, "write what prefill kept to this JSON file"});
@@ -133,6 +138,14 @@ int cmd_generate(const std::vector<std::string>& args) {
 
   SessionOptions so;
   so.max_new_tokens = req.max_new_tokens;
+  auto ubatch = get_int(*pa, "ubatch", so.ubatch, 1, 1 << 20);
+  if (!ubatch) return fail(ubatch.status());
+  so.ubatch = static_cast<int>(*ubatch);
+  if (pa->has("kv-dtype")) {
+    auto kv = parse_kv_dtype(pa->str("kv-dtype"));
+    if (!kv) return fail(Status::error("--kv-dtype: " + kv.error()));
+    so.kv_dtype = *kv;
+  }
   Session session(**model, **policy, so);
   StreamDecoder stream(*tok, /*skip_special_tokens=*/true);
   const bool streaming = !pa->has("no-stream");

@@ -19,6 +19,8 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"generate", fkv::cli::cmd_generate,
        "generate text from a prompt (streams to stdout, timing on stderr)"},
+      {"bench", fkv::cli::cmd_bench,
+       "time prefill and decode over lists of lengths, methods, threads (llama-bench style)"},
       {"tokenize", fkv::cli::cmd_tokenize, "print the token ids of a text"},
       {"serve", fkv::cli::cmd_serve,
        "OpenAI-compatible HTTP server with continuous batching and per-request KV compression"},
@@ -37,7 +39,7 @@ void print_main_help() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  fkv::ensure_passive_openmp_wait(argv);
+  fkv::configure_openmp_wait(argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_main_help();

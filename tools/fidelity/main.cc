@@ -174,7 +174,7 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
-  fkv::ensure_passive_openmp_wait(argv);
+  fkv::configure_openmp_wait(argv);
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

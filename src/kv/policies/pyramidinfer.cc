@@ -46,6 +46,10 @@ class PyramidInfer final : public KvPolicy {
     return true;
   }
 
+  bool reads_decode_cache(int step) const override {
+    return step % kDecodeBlock == kDecodeBlock - 1;
+  }
+
   bool on_decode(const DecodeView& dv, KeepLists& keep) override {
     if (dv.step % kDecodeBlock != kDecodeBlock - 1) return false;
     const PolicyModelInfo& m = *dv.model;

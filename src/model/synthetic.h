@@ -1,0 +1,22 @@
+// Real model shapes without the files: configs of well-known models for Model::synthetic (bench
+// runs of shapes nobody has to download; tools/scripts/write_synthetic_gguf.py writes the same
+// shapes as GGUF so other engines can load identical files).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "model/config.h"
+
+namespace fkv {
+
+// "llama-3.2-1b", "llama-3.1-8b", "qwen2.5-0.5b": the published config.json values (layers,
+// widths, heads, vocabulary, RoPE). Error names the known shapes.
+Expected<ModelConfig> synthetic_config(const std::string& name);
+std::vector<std::string> synthetic_model_names();
+// Weight dtypes Model::synthetic can make: "f32", "f16", "bf16", "q4_0", "q8_0".
+Expected<DType> synthetic_weight_dtype(const std::string& name);
+
+}  // namespace fkv
