@@ -200,7 +200,8 @@ class Tokenizer:
 
         Args:
             conversation: messages ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``.
-            add_generation_prompt: end with the header that starts the assistant's turn.
+            add_generation_prompt: end with the header that starts the assistant's turn (True by
+                default here, False in transformers: a prompt is usually rendered to generate).
             tokenize: return token ids (encoded without adding special tokens, since the template
                 writes BOS itself); False returns the rendered text.
             chat_template: a Jinja template source to use instead of the model's.

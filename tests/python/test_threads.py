@@ -108,3 +108,15 @@ def test_the_gil_is_released_while_the_engine_computes(smollm2):
     assert duration > 0.2, "the call is too short to tell"
     gaps = np.diff([start] + during + [end])
     assert len(during) > 10 and gaps.max() < duration / 2, (duration, len(during), gaps.max())
+
+
+def test_results_do_not_depend_on_the_thread_count(fastkv, stories):
+    import os
+
+    from conftest import STORIES
+
+    ref = stories.generate(STORY_PROMPT, max_new_tokens=24, method="snapkv").token_ids
+    one = fastkv.Model(STORIES, threads=1)
+    assert one.generate(STORY_PROMPT, max_new_tokens=24, method="snapkv").token_ids == ref
+    # The count is process-wide: give the rest of the suite all cores back.
+    fastkv.Model(STORIES, threads=min(os.cpu_count() or 1, 1024))
