@@ -2,7 +2,8 @@
 # Installs what fastkv needs to build and test, from Debian packages (idempotent).
 set -euo pipefail
 pkgs=(cmake g++ make pkg-config libgtest-dev nlohmann-json3-dev libpcre2-dev libbenchmark-dev
-      clang clang-format libclang-rt-14-dev python3 git libcpp-httplib-dev)
+      clang clang-format libclang-rt-14-dev python3 git libcpp-httplib-dev
+      pybind11-dev python3-dev python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -49,6 +49,38 @@ if [[ $serve_status -ne 0 || -z "$serve_n" ]]; then
 fi
 passed=$((passed + serve_n))
 
+echo "== Python package: pip wheel + install into build/pyvenv, pytest, example script"
+# The wheel is built by `pip wheel .` (scikit-build-core, Debian's pybind11) in build/python, so a
+# second run only rebuilds what changed; PyPI gives the build backend and the test-only packages.
+python3 -m venv build/pyvenv
+build/pyvenv/bin/python -m pip install -q "scikit-build-core>=0.8" "numpy>=1.22" "pytest>=7" \
+  "matplotlib>=3.5"
+rm -rf build/python/dist
+CMAKE_BUILD_PARALLEL_LEVEL="$jobs" build/pyvenv/bin/python -m pip wheel -q --no-build-isolation \
+  --no-deps -w build/python/dist .
+build/pyvenv/bin/python -m pip install -q --force-reinstall --no-deps build/python/dist/fastkv-*.whl
+run_pytest() {
+  local log
+  log="$(mktemp)"
+  set +e
+  OMP_WAIT_POLICY=passive build/pyvenv/bin/python -m pytest tests/python -q -p no:cacheprovider 2>&1 |
+    tee "$log"
+  local status=${PIPESTATUS[0]}
+  set -e
+  local n
+  n="$(sed -n 's/^\([0-9][0-9]*\) passed.*$/\1/p' "$log" | tail -n 1)"
+  rm -f "$log"
+  if [[ $status -ne 0 || -z "$n" ]]; then
+    echo "tests: $passed passed, 1 failed"
+    exit 1
+  fi
+  passed=$((passed + n))
+}
+run_pytest
+OMP_WAIT_POLICY=passive build/pyvenv/bin/python docs/examples/compare_methods.py \
+  --out build/python/kept_positions.png || { echo "tests: $passed passed, 1 failed"; exit 1; }
+passed=$((passed + 1))
+
 if [[ "${FKV_QUICK:-0}" == "1" ]]; then
   echo "tests: $passed passed, 0 failed"
   exit 0
