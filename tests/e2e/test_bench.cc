@@ -285,6 +285,8 @@ TEST(Bench, SyntheticModelsHaveRealShapesAndFiniteLogits) {
   fkv::ModelConfig small = *q;
   small.n_layers = 2;
   small.n_vocab = 512;
+  small.bos_token_id = 1;  // special ids must lie inside the shrunk vocabulary
+  small.eos_token_ids = {2};
   for (const char* dt : {"f32", "f16", "bf16", "q4_0", "q8_0"}) {
     auto dtype = fkv::synthetic_weight_dtype(dt);
     ASSERT_TRUE(dtype);
