@@ -8,5 +8,6 @@ namespace fkv::cli {
 
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_tokenize(const std::vector<std::string>& args);
+int cmd_eval(const std::vector<std::string>& args);
 
 }  // namespace fkv::cli

@@ -20,6 +20,8 @@ const std::vector<Command>& commands() {
       {"generate", fkv::cli::cmd_generate,
        "generate text from a prompt (streams to stdout, timing on stderr)"},
       {"tokenize", fkv::cli::cmd_tokenize, "print the token ids of a text"},
+      {"eval", fkv::cli::cmd_eval,
+       "accuracy of KV methods: needle, RULER, LongBench (official metrics); merge shards"},
   };
   return table;
 }
