@@ -192,7 +192,12 @@ Expected<std::vector<EvalSample>> read_longbench_files(const std::vector<JsonlFi
       ++taken;
     }
   }
-  if (out.empty()) return Status::error("LongBench: no samples in --data for the chosen --tasks");
+  if (out.empty()) {
+    std::string names, paths;
+    for (const auto& t : tasks) names += (names.empty() ? "" : ",") + t;
+    for (const auto& f : files) paths += (paths.empty() ? "" : ", ") + f.path;
+    return Status::error("LongBench: no samples of --tasks " + names + " in " + paths);
+  }
   return out;
 }
 

@@ -320,8 +320,10 @@ std::vector<std::string> cwe_vocabulary(int n, Rng& r) {
   return words;
 }
 
-Generated gen_cwe(int num_words, Rng& r) {
-  const int num_cw = 10, freq_cw = 30, freq_ucw = 3;
+// freq_cw: 30 repeats of each common word (RULER's setting); short prompts (< 4096 tokens)
+// cannot hold 300 list entries, so they use 10.
+Generated gen_cwe(int num_words, int freq_cw, Rng& r) {
+  const int num_cw = 10, freq_ucw = 3;
   std::vector<std::string> vocab = cwe_vocabulary(num_cw + num_words, r);
   std::vector<std::string> common(vocab.begin(), vocab.begin() + num_cw);
   std::vector<std::string> list;
@@ -425,7 +427,7 @@ Expected<std::vector<RulerRow>> generate_ruler_task(const Tokenizer& tok, const 
     Rng r(sample_seed);
     if (niah != niah_configs().end()) return gen_niah(niah->second, units, r, essay_words);
     if (task == "vt") return gen_vt(units, r);
-    if (task == "cwe") return gen_cwe(units, r);
+    if (task == "cwe") return gen_cwe(units, max_seq_length >= 4096 ? 30 : 10, r);
     return gen_fwe(units, r);
   };
   // RULER's fit test: tokens of input + the answers joined by spaces, plus tokens_to_generate.
@@ -438,6 +440,8 @@ Expected<std::vector<RulerRow>> generate_ruler_task(const Tokenizer& tok, const 
   // The largest multiple of `incremental` that fits (sample 0 decides, as in RULER): doubling,
   // then bisection (the token count grows with the haystack).
   const uint64_t seed0 = mix_seed(seed, task, max_seq_length, 0);
+  // Short prompts (tiny models) cannot take one step of RULER's increment: step by one unit.
+  if (!fits(incremental, seed0)) incremental = 1;
   if (!fits(incremental, seed0)) {
     return Status::error(strfmt("RULER %s: length %d is too short for the smallest haystack",
                                 task.c_str(), max_seq_length));
@@ -584,7 +588,13 @@ Expected<std::vector<EvalSample>> read_ruler_files(const std::vector<JsonlFile>&
       ++taken;
     }
   }
-  if (out.empty()) return Status::error("RULER: no samples in --data for the chosen --tasks");
+  if (out.empty()) {
+    std::string names, paths;
+    for (const auto& t : tasks) names += (names.empty() ? "" : ",") + t;
+    for (const auto& f : files) paths += (paths.empty() ? "" : ", ") + f.path;
+    return Status::error("RULER: no samples" + (names.empty() ? std::string() : " of --tasks " + names) +
+                         " in " + paths);
+  }
   return out;
 }
 

@@ -326,6 +326,12 @@ int cmd_eval(const std::vector<std::string>& args) {
                                 " folder (set --data PATH or FASTKV_DATA_DIR)"));
     }
   }
+  for (const char* flag : {"data", "haystack"}) {
+    std::error_code ec;
+    if (pa->has(flag) && !std::filesystem::exists(pa->str(flag), ec)) {
+      return fail(Status::error(strfmt("--%s %s: no such file or folder", flag, pa->str(flag).c_str())));
+    }
+  }
   std::vector<std::string> tasks = split_list(pa->str("tasks"), ',');
   if (auto st = apply_threads(*pa); !st) return fail(st);
 
