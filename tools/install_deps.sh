@@ -2,7 +2,10 @@
 # Installs what fastkv needs to build and test, from Debian packages (idempotent).
 set -euo pipefail
 pkgs=(cmake g++ make pkg-config libgtest-dev nlohmann-json3-dev libpcre2-dev libbenchmark-dev
-      clang clang-format libclang-rt-14-dev python3 git)
+      clang clang-format libclang-rt-14-dev python3 git
+      # fastkv eval: jieba's dictionary and HMM tables for the Chinese LongBench metrics (read
+      # at run time, never copied), matplotlib for the plots.
+      python3-jieba python3-matplotlib)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

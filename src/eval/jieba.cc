@@ -217,8 +217,8 @@ Expected<std::unique_ptr<Jieba>> Jieba::load(const std::string& dir) {
     const std::string ft(freq_text);
     const long long f = std::strtoll(ft.c_str(), &end, 10);
     if (ft.empty() || end != ft.c_str() + ft.size()) {
-      return Status::error(strfmt("%s:%zu: bad frequency '%s'", dict_path.c_str(), lineno,
-                                  ft.c_str()));
+      return Status::error(
+          strfmt("%s:%zu: bad frequency '%s'", dict_path.c_str(), lineno, ft.c_str()));
     }
     im.freq[std::string(word)] = f;
     total += f;
@@ -233,9 +233,9 @@ Expected<std::unique_ptr<Jieba>> Jieba::load(const std::string& dir) {
   if (total <= 0) return Status::error(dict_path + ": no word frequencies");
   im.log_total = std::log(static_cast<double>(total));
 
-  auto read_prob = [&](const char* name, std::map<std::u32string, double>* flat,
-                       std::map<std::u32string, std::map<std::u32string, double>>* nested)
-      -> Status {
+  auto read_prob =
+      [&](const char* name, std::map<std::u32string, double>* flat,
+          std::map<std::u32string, std::map<std::u32string, double>>* nested) -> Status {
     const std::string path = dir + "/finalseg/" + name;
     auto text = read_text_file(path, "jieba HMM table", /*allow_empty=*/false);
     if (!text) return text.status();
@@ -249,7 +249,8 @@ Expected<std::unique_ptr<Jieba>> Jieba::load(const std::string& dir) {
   for (int s = 0; s < 4; ++s) {
     const std::u32string key(1, static_cast<char32_t>(kStateChar[s]));
     if (!start.count(key) || !emit.count(key)) {
-      return Status::error(dir + "/finalseg: HMM tables lack state " + std::string(1, kStateChar[s]));
+      return Status::error(dir + "/finalseg: HMM tables lack state " +
+                           std::string(1, kStateChar[s]));
     }
     im.start[s] = start[key];
     for (int t = 0; t < 4; ++t) im.trans[s][t] = kMinFloat;

@@ -34,7 +34,8 @@ const std::vector<LongBenchTask>& longbench_tasks() {
        "words.\n\nQuestion: {input}\nAnswer:",
        64, M::kQaF1, true, false},
       {"multifieldqa_zh",
-       "阅读以下文字并用中文简短回答：\n\n{context}\n\n现在请基于上面的文章回答下面的问题，只告诉我答案，"
+       "阅读以下文字并用中文简短回答：\n\n{context}"
+       "\n\n现在请基于上面的文章回答下面的问题，只告诉我答案，"
        "不要输出任何其他字词。\n\n问题：{input}\n回答：",
        64, M::kQaF1Zh, true, false},
       {"hotpotqa",
@@ -56,7 +57,8 @@ const std::vector<LongBenchTask>& longbench_tasks() {
        "other words.\n\nQuestion: {input}\nAnswer:",
        32, M::kQaF1, true, false},
       {"dureader",
-       "请基于给定的文章回答下述问题。\n\n文章：{context}\n\n请基于上述文章回答下面的问题。\n\n问题：{input}\n"
+       "请基于给定的文章回答下述问题。\n\n文章：{context}"
+       "\n\n请基于上述文章回答下面的问题。\n\n问题：{input}\n"
        "回答：",
        128, M::kRougeZh, true, false},
       {"gov_report",
@@ -73,8 +75,10 @@ const std::vector<LongBenchTask>& longbench_tasks() {
        "You are given several news passages. Write a one-page summary of all news. "
        "\n\nNews:\n{context}\n\nNow, write a one-page summary of all the news.\n\nSummary:",
        512, M::kRouge, true, false},
-      {"vcsum", "下面有一段会议记录，请你阅读后，写一段总结，总结会议的内容。\n会议记录：\n{context}\n\n会议总结：", 512,
-       M::kRougeZh, true, false},
+      {"vcsum",
+       "下面有一段会议记录，请你阅读后，写一段总结，总结会议的内容。\n会议记录：\n{context}"
+       "\n\n会议总结：",
+       512, M::kRougeZh, true, false},
       {"trec",
        "Please determine the type of the question below. Here are some examples of "
        "questions.\n\n{context}\n{input}",
@@ -87,8 +91,8 @@ const std::vector<LongBenchTask>& longbench_tasks() {
        "Summarize the dialogue into a few short sentences. The following are some "
        "examples.\n\n{context}\n\n{input}",
        128, M::kRouge, false, true},
-      {"lsht", "请判断给定新闻的类别，下面是一些例子。\n\n{context}\n{input}", 64, M::kClassification, false,
-       true},
+      {"lsht", "请判断给定新闻的类别，下面是一些例子。\n\n{context}\n{input}", 64,
+       M::kClassification, false, true},
       {"passage_count",
        "There are some paragraphs below sourced from Wikipedia. Some of them may be duplicates. "
        "Please carefully read these paragraphs and determine how many unique paragraphs there "
@@ -105,13 +109,15 @@ const std::vector<LongBenchTask>& longbench_tasks() {
        "answer is: ",
        32, M::kRetrieval, true, false},
       {"passage_retrieval_zh",
-       "以下是若干段落文字，以及其中一个段落的摘要。请确定给定的摘要出自哪一段。\n\n{context}\n\n下面是一个摘要\n\n{"
+       "以下是若干段落文字，以及其中一个段落的摘要。请确定给定的摘要出自哪一段。\n\n{context}"
+       "\n\n下面是一个摘要\n\n{"
        "input}\n\n请输入摘要所属段落的编号。答案格式必须是\"段落1\"，\"段落2\"等格式\n\n答案是：",
        32, M::kRetrievalZh, true, false},
       {"lcc", "Please complete the code given below. \n{context}Next line of code:\n", 64,
        M::kCodeSim, false, false},
-      {"repobench-p", "Please complete the code given below. \n{context}{input}Next line of code:\n",
-       64, M::kCodeSim, false, false},
+      {"repobench-p",
+       "Please complete the code given below. \n{context}{input}Next line of code:\n", 64,
+       M::kCodeSim, false, false},
   };
   return t;
 }
@@ -146,8 +152,9 @@ Expected<std::vector<EvalSample>> read_longbench_files(const std::vector<JsonlFi
       };
       nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (j.is_discarded() || !j.is_object()) return where("not a JSON object");
-      const std::string dataset =
-          j.contains("dataset") && j["dataset"].is_string() ? j["dataset"].get<std::string>() : f.stem;
+      const std::string dataset = j.contains("dataset") && j["dataset"].is_string()
+                                      ? j["dataset"].get<std::string>()
+                                      : f.stem;
       if (!tasks.empty() && std::find(tasks.begin(), tasks.end(), dataset) == tasks.end()) break;
       const LongBenchTask* task = find_longbench_task(dataset);
       if (task == nullptr) return where("unknown LongBench dataset '" + dataset + "'");
@@ -160,7 +167,7 @@ Expected<std::vector<EvalSample>> read_longbench_files(const std::vector<JsonlFi
       EvalSample s;
       s.task = dataset;
       s.id = j.contains("_id") && j["_id"].is_string() ? j["_id"].get<std::string>()
-                                                         : std::to_string(taken);
+                                                       : std::to_string(taken);
       for (const auto& a : j["answers"]) {
         if (!a.is_string()) return where("'answers' holds a non-string");
         s.answers.push_back(a.get<std::string>());
@@ -173,7 +180,8 @@ Expected<std::vector<EvalSample>> read_longbench_files(const std::vector<JsonlFi
         return where("classification task without 'all_classes'");
       if (task->metric == Metric::kRetrieval || task->metric == Metric::kRetrievalZh) {
         for (const std::string& a : s.answers) {
-          auto ok = task->metric == Metric::kRetrieval ? retrieval_score("", a) : retrieval_zh_score("", a);
+          auto ok = task->metric == Metric::kRetrieval ? retrieval_score("", a)
+                                                       : retrieval_zh_score("", a);
           if (!ok) return where(ok.error());
         }
       }
@@ -181,7 +189,8 @@ Expected<std::vector<EvalSample>> read_longbench_files(const std::vector<JsonlFi
       // the question.
       const std::string prompt = task->prompt;
       const size_t ctx_end = prompt.find("{context}") + std::string("{context}").size();
-      s.context = replace_once(prompt.substr(0, ctx_end), "{context}", j["context"].get<std::string>());
+      s.context =
+          replace_once(prompt.substr(0, ctx_end), "{context}", j["context"].get<std::string>());
       s.question = replace_once(prompt.substr(ctx_end), "{input}", j["input"].get<std::string>());
       s.chat = task->chat;
       s.max_new_tokens = task->max_new_tokens;

@@ -17,7 +17,8 @@ using U32 = std::u32string;
 // LongBench's cn_punctuation (metrics.py), plus string.punctuation below.
 const std::u32string& cn_punctuation() {
   static const U32 s = utf8_to_u32(
-      "！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏.");
+      "！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔"
+      "〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏.");
   return s;
 }
 
@@ -146,8 +147,7 @@ double qa_f1_score(std::string_view prediction, std::string_view ground_truth) {
   return f1_of_tokens(p, g);
 }
 
-double qa_f1_zh_score(std::string_view prediction, std::string_view ground_truth,
-                      const Jieba& jb) {
+double qa_f1_zh_score(std::string_view prediction, std::string_view ground_truth, const Jieba& jb) {
   auto tokens = [&](std::string_view text) {
     std::vector<U32> out;
     for (const std::string& t : jb.cut(text)) {
@@ -182,8 +182,7 @@ double rouge_score(std::string_view prediction, std::string_view ground_truth) {
   return 2.0 * ((p_lcs * r_lcs) / (p_lcs + r_lcs + 1e-8));
 }
 
-double rouge_zh_score(std::string_view prediction, std::string_view ground_truth,
-                      const Jieba& jb) {
+double rouge_zh_score(std::string_view prediction, std::string_view ground_truth, const Jieba& jb) {
   auto spaced = [&](std::string_view text) {
     std::string out;
     const auto words = jb.cut(text);
@@ -259,7 +258,7 @@ double sequence_matcher_ratio(std::u32string_view a, std::u32string_view b) {
 }
 
 int fuzz_ratio(std::string_view a, std::string_view b) {
-  if (a == b) return 100;               // check_for_equivalence
+  if (a == b) return 100;                // check_for_equivalence
   if (a.empty() || b.empty()) return 0;  // check_empty_string
   const double r = sequence_matcher_ratio(utf8_to_u32(a), utf8_to_u32(b));
   return static_cast<int>(std::nearbyint(100 * r));  // Python round(): half to even
@@ -388,17 +387,28 @@ double needle_score(std::string_view prediction, std::string_view expected_answe
 
 const char* metric_name(Metric m) {
   switch (m) {
-    case Metric::kQaF1: return "qa_f1";
-    case Metric::kQaF1Zh: return "qa_f1_zh";
-    case Metric::kRouge: return "rouge";
-    case Metric::kRougeZh: return "rouge_zh";
-    case Metric::kClassification: return "classification";
-    case Metric::kRetrieval: return "retrieval";
-    case Metric::kRetrievalZh: return "retrieval_zh";
-    case Metric::kCount: return "count";
-    case Metric::kCodeSim: return "code_sim";
-    case Metric::kStringMatchAll: return "string_match_all";
-    case Metric::kNeedle: return "needle";
+    case Metric::kQaF1:
+      return "qa_f1";
+    case Metric::kQaF1Zh:
+      return "qa_f1_zh";
+    case Metric::kRouge:
+      return "rouge";
+    case Metric::kRougeZh:
+      return "rouge_zh";
+    case Metric::kClassification:
+      return "classification";
+    case Metric::kRetrieval:
+      return "retrieval";
+    case Metric::kRetrievalZh:
+      return "retrieval_zh";
+    case Metric::kCount:
+      return "count";
+    case Metric::kCodeSim:
+      return "code_sim";
+    case Metric::kStringMatchAll:
+      return "string_match_all";
+    case Metric::kNeedle:
+      return "needle";
   }
   return "?";
 }
@@ -428,13 +438,27 @@ Expected<double> score_sample(Metric m, std::string_view prediction,
   for (const std::string& gt : answers) {
     double s = 0.0;
     switch (m) {
-      case Metric::kQaF1: s = qa_f1_score(pred, gt); break;
-      case Metric::kQaF1Zh: s = qa_f1_zh_score(pred, gt, *jb); break;
-      case Metric::kRouge: s = rouge_score(pred, gt); break;
-      case Metric::kRougeZh: s = rouge_zh_score(pred, gt, *jb); break;
-      case Metric::kClassification: s = classification_score(pred, gt, all_classes); break;
-      case Metric::kCount: s = count_score(pred, gt); break;
-      case Metric::kCodeSim: s = code_sim_score(pred, gt); break;
+      case Metric::kQaF1:
+        s = qa_f1_score(pred, gt);
+        break;
+      case Metric::kQaF1Zh:
+        s = qa_f1_zh_score(pred, gt, *jb);
+        break;
+      case Metric::kRouge:
+        s = rouge_score(pred, gt);
+        break;
+      case Metric::kRougeZh:
+        s = rouge_zh_score(pred, gt, *jb);
+        break;
+      case Metric::kClassification:
+        s = classification_score(pred, gt, all_classes);
+        break;
+      case Metric::kCount:
+        s = count_score(pred, gt);
+        break;
+      case Metric::kCodeSim:
+        s = code_sim_score(pred, gt);
+        break;
       case Metric::kRetrieval:
       case Metric::kRetrievalZh: {
         auto r = m == Metric::kRetrieval ? retrieval_score(pred, gt) : retrieval_zh_score(pred, gt);
@@ -442,7 +466,8 @@ Expected<double> score_sample(Metric m, std::string_view prediction,
         s = *r;
         break;
       }
-      default: break;
+      default:
+        break;
     }
     best = std::max(best, s);
   }

@@ -15,9 +15,10 @@ Expected<std::string> read_haystack(const std::string& dir) {
     return Status::error("haystack folder " + dir + " does not exist (give --data DIR with *.txt)");
   }
   std::vector<std::string> files;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
-    if (it->is_regular_file() && it->path().extension() == ".txt") files.push_back(it->path().string());
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file() && it->path().extension() == ".txt")
+      files.push_back(it->path().string());
   }
   std::sort(files.begin(), files.end());
   if (files.empty()) return Status::error("haystack folder " + dir + " has no *.txt files");
@@ -51,8 +52,9 @@ EvalSample needle_sample(const NeedleOptions& o, const std::string& haystack, in
   EvalSample s;
   s.task = strfmt("needle_%d", length);
   s.id = strfmt("L%d_d%g", length, depth);
-  s.system = "You are a helpful AI bot that answers questions for a user. Keep your response short "
-             "and direct.";
+  s.system =
+      "You are a helpful AI bot that answers questions for a user. Keep your response short "
+      "and direct.";
   s.context = haystack + "\n\n";
   s.question = o.question + " Don't give information outside the document or repeat your findings.";
   s.answers = {o.answer};
@@ -65,19 +67,22 @@ EvalSample needle_sample(const NeedleOptions& o, const std::string& haystack, in
 
 }  // namespace
 
-Expected<std::vector<EvalSample>> make_needle_samples(const Tokenizer& tok, const NeedleOptions& opts,
+Expected<std::vector<EvalSample>> make_needle_samples(const Tokenizer& tok,
+                                                      const NeedleOptions& opts,
                                                       const PromptBuildOptions& popts) {
   if (opts.lengths.empty() || opts.depths.empty()) {
     return Status::error("needle: give at least one length and one depth");
   }
   for (double d : opts.depths) {
-    if (!(d >= 0 && d <= 100)) return Status::error(strfmt("needle: depth %g is outside 0..100", d));
+    if (!(d >= 0 && d <= 100))
+      return Status::error(strfmt("needle: depth %g is outside 0..100", d));
   }
   auto haystack = read_haystack(opts.haystack_dir);
   if (!haystack) return haystack.status();
   const int max_len = *std::max_element(opts.lengths.begin(), opts.lengths.end());
   // Enough text for the longest prompt (8 bytes per token is generous for every tokenizer).
-  std::string text = haystack->substr(0, std::min(haystack->size(), static_cast<size_t>(max_len) * 8));
+  std::string text =
+      haystack->substr(0, std::min(haystack->size(), static_cast<size_t>(max_len) * 8));
   std::vector<int32_t> hay_ids = tok.encode(text, /*add_special_tokens=*/false);
   if (static_cast<int>(hay_ids.size()) < max_len && text.size() < haystack->size()) {
     hay_ids = tok.encode(*haystack, false);
@@ -90,9 +95,10 @@ Expected<std::vector<EvalSample>> make_needle_samples(const Tokenizer& tok, cons
     if (!base) return base.status();
     const int overhead = static_cast<int>(base->ids.size());
     if (length - overhead < 16) {
-      return Status::error(strfmt("needle: length %d is too short: the template, question and needle "
-                                  "already take %d tokens",
-                                  length, overhead));
+      return Status::error(
+          strfmt("needle: length %d is too short: the template, question and needle "
+                 "already take %d tokens",
+                 length, overhead));
     }
     if (length - overhead > static_cast<int>(hay_ids.size())) {
       return Status::error(strfmt("needle: the haystack has only %zu tokens, length %d needs %d",

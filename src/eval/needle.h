@@ -14,7 +14,8 @@ namespace fkv::eval {
 inline constexpr const char* kDefaultNeedle =
     "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny "
     "day.";
-inline constexpr const char* kDefaultNeedleQuestion = "What is the best thing to do in San Francisco?";
+inline constexpr const char* kDefaultNeedleQuestion =
+    "What is the best thing to do in San Francisco?";
 inline constexpr const char* kDefaultNeedleAnswer =
     "eat a sandwich and sit in Dolores Park on a sunny day";
 
@@ -23,8 +24,8 @@ struct NeedleOptions {
   std::string needle = kDefaultNeedle;
   std::string question = kDefaultNeedleQuestion;
   std::string answer = kDefaultNeedleAnswer;
-  std::vector<int> lengths;     // prompt tokens (as the model's tokenizer and template count)
-  std::vector<double> depths;   // percent, 0..100
+  std::vector<int> lengths;    // prompt tokens (as the model's tokenizer and template count)
+  std::vector<double> depths;  // percent, 0..100
   int max_new_tokens = 30;
 };
 
@@ -33,7 +34,8 @@ Expected<std::string> read_haystack(const std::string& dir);
 
 // One sample per (length, depth); each prompt is at most `length` tokens (within a few tokens
 // below it: the haystack is cut on token boundaries, then the needle moves to a sentence end).
-Expected<std::vector<EvalSample>> make_needle_samples(const Tokenizer& tok, const NeedleOptions& opts,
+Expected<std::vector<EvalSample>> make_needle_samples(const Tokenizer& tok,
+                                                      const NeedleOptions& opts,
                                                       const PromptBuildOptions& popts);
 
 }  // namespace fkv::eval

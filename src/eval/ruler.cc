@@ -28,7 +28,9 @@ class Rng {
   std::vector<int> sample(int n, int k) {
     std::vector<int> all(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
-    for (int i = 0; i < k; ++i) std::swap(all[static_cast<size_t>(i)], all[static_cast<size_t>(i) + below(static_cast<uint64_t>(n - i))]);
+    for (int i = 0; i < k; ++i)
+      std::swap(all[static_cast<size_t>(i)],
+                all[static_cast<size_t>(i) + below(static_cast<uint64_t>(n - i))]);
     all.resize(static_cast<size_t>(k));
     return all;
   }
@@ -47,34 +49,40 @@ uint64_t mix_seed(uint64_t seed, const std::string& task, int length, int index)
 // Word lists for keys ("adjective-noun", as RULER draws them from wonderwords) and for cwe.
 const std::vector<std::string>& adjectives() {
   static const std::vector<std::string> v = {
-      "abundant", "agreeable", "amused", "ancient", "angry", "anxious", "bashful", "bitter",
-      "boundless", "brave", "bright", "broad", "calm", "careful", "cheerful", "chilly", "clever",
-      "cloudy", "clumsy", "crooked", "curious", "damp", "delightful", "dizzy", "eager", "elegant",
-      "empty", "enormous", "fancy", "fierce", "fragile", "friendly", "gentle", "gifted", "glossy",
-      "graceful", "grumpy", "handsome", "helpful", "hollow", "humble", "hungry", "icy", "jolly",
-      "juicy", "kind", "lazy", "lively", "lonely", "loud", "lucky", "massive", "mellow", "mighty",
-      "modern", "narrow", "nervous", "noisy", "obedient", "odd", "plain", "polite", "proud",
-      "quaint", "quick", "quiet", "rapid", "rich", "rough", "rustic", "scary", "shiny", "silent",
-      "silly", "sleepy", "slippery", "smooth", "soft", "sour", "sparkling", "spicy", "splendid",
-      "steady", "sticky", "stormy", "strange", "sturdy", "swift", "tame", "tender", "thirsty",
-      "tidy", "tiny", "tough", "vast", "vivid", "wandering", "warm", "wicked", "wise", "witty",
-      "wooden", "young", "zealous"};
+      "abundant", "agreeable",  "amused",    "ancient",  "angry",    "anxious",   "bashful",
+      "bitter",   "boundless",  "brave",     "bright",   "broad",    "calm",      "careful",
+      "cheerful", "chilly",     "clever",    "cloudy",   "clumsy",   "crooked",   "curious",
+      "damp",     "delightful", "dizzy",     "eager",    "elegant",  "empty",     "enormous",
+      "fancy",    "fierce",     "fragile",   "friendly", "gentle",   "gifted",    "glossy",
+      "graceful", "grumpy",     "handsome",  "helpful",  "hollow",   "humble",    "hungry",
+      "icy",      "jolly",      "juicy",     "kind",     "lazy",     "lively",    "lonely",
+      "loud",     "lucky",      "massive",   "mellow",   "mighty",   "modern",    "narrow",
+      "nervous",  "noisy",      "obedient",  "odd",      "plain",    "polite",    "proud",
+      "quaint",   "quick",      "quiet",     "rapid",    "rich",     "rough",     "rustic",
+      "scary",    "shiny",      "silent",    "silly",    "sleepy",   "slippery",  "smooth",
+      "soft",     "sour",       "sparkling", "spicy",    "splendid", "steady",    "sticky",
+      "stormy",   "strange",    "sturdy",    "swift",    "tame",     "tender",    "thirsty",
+      "tidy",     "tiny",       "tough",     "vast",     "vivid",    "wandering", "warm",
+      "wicked",   "wise",       "witty",     "wooden",   "young",    "zealous"};
   return v;
 }
 const std::vector<std::string>& nouns() {
   static const std::vector<std::string> v = {
-      "anchor", "apple", "arrow", "badge", "bakery", "balloon", "banjo", "basket", "beacon",
-      "blanket", "bottle", "bridge", "bucket", "cabin", "camera", "candle", "canyon", "carpet",
-      "castle", "cellar", "chimney", "cloud", "compass", "cottage", "crayon", "crystal", "curtain",
-      "desert", "diamond", "dolphin", "dragon", "drum", "eagle", "engine", "falcon", "feather",
-      "fiddle", "forest", "fountain", "garden", "giraffe", "glacier", "hammer", "harbor", "helmet",
-      "island", "jacket", "jungle", "kettle", "kitten", "ladder", "lantern", "lemon", "lighthouse",
-      "magnet", "meadow", "mirror", "mountain", "needle", "notebook", "ocean", "orchard", "otter",
-      "paddle", "panther", "parrot", "pebble", "pencil", "piano", "pillow", "planet", "pocket",
-      "puzzle", "rabbit", "raincoat", "ribbon", "river", "rocket", "saddle", "sailboat",
-      "scarecrow", "shadow", "shovel", "spider", "squirrel", "statue", "teapot", "thunder",
-      "tiger", "tractor", "trumpet", "tunnel", "umbrella", "valley", "violin", "volcano", "wagon",
-      "walrus", "whistle", "window", "wizard", "zebra"};
+      "anchor",   "apple",    "arrow",    "badge",     "bakery",     "balloon", "banjo",
+      "basket",   "beacon",   "blanket",  "bottle",    "bridge",     "bucket",  "cabin",
+      "camera",   "candle",   "canyon",   "carpet",    "castle",     "cellar",  "chimney",
+      "cloud",    "compass",  "cottage",  "crayon",    "crystal",    "curtain", "desert",
+      "diamond",  "dolphin",  "dragon",   "drum",      "eagle",      "engine",  "falcon",
+      "feather",  "fiddle",   "forest",   "fountain",  "garden",     "giraffe", "glacier",
+      "hammer",   "harbor",   "helmet",   "island",    "jacket",     "jungle",  "kettle",
+      "kitten",   "ladder",   "lantern",  "lemon",     "lighthouse", "magnet",  "meadow",
+      "mirror",   "mountain", "needle",   "notebook",  "ocean",      "orchard", "otter",
+      "paddle",   "panther",  "parrot",   "pebble",    "pencil",     "piano",   "pillow",
+      "planet",   "pocket",   "puzzle",   "rabbit",    "raincoat",   "ribbon",  "river",
+      "rocket",   "saddle",   "sailboat", "scarecrow", "shadow",     "shovel",  "spider",
+      "squirrel", "statue",   "teapot",   "thunder",   "tiger",      "tractor", "trumpet",
+      "tunnel",   "umbrella", "valley",   "violin",    "volcano",    "wagon",   "walrus",
+      "whistle",  "window",   "wizard",   "zebra"};
   return v;
 }
 
@@ -87,8 +95,8 @@ std::string random_uuid(Rng& r) {
   std::string s;
   for (int i = 0; i < 32; ++i) {
     int v = static_cast<int>(r.below(16));
-    if (i == 12) v = 4;                  // version 4
-    if (i == 16) v = 8 + (v & 3);        // variant 10xx
+    if (i == 12) v = 4;            // version 4
+    if (i == 16) v = 8 + (v & 3);  // variant 10xx
     s += hex[v];
     if (i == 7 || i == 11 || i == 15 || i == 19) s += '-';
   }
@@ -175,8 +183,8 @@ Generated gen_niah(const NiahConfig& c, int num_haystack, Rng& r,
     std::vector<std::string> vs;
     for (int v = 0; v < c.num_v; ++v) {
       vs.push_back(random_of(c.type_v, r));
-      needles.push_back("One of the special magic " + c.type_v + " for " + keys.back() + " is: " +
-                        vs.back() + ".");
+      needles.push_back("One of the special magic " + c.type_v + " for " + keys.back() +
+                        " is: " + vs.back() + ".");
     }
     values.push_back(vs);
   }
@@ -194,7 +202,8 @@ Generated gen_niah(const NiahConfig& c, int num_haystack, Rng& r,
     for (int i = 0; i < 40; ++i) depths.push_back(static_cast<int>(std::lround(i * 100.0 / 39.0)));
     std::vector<int> pos = {0};
     for (int d : r.sample(40, static_cast<int>(needles.size())))
-      pos.push_back(static_cast<int>(static_cast<double>(sents.size()) * depths[static_cast<size_t>(d)] / 100.0));
+      pos.push_back(static_cast<int>(static_cast<double>(sents.size()) *
+                                     depths[static_cast<size_t>(d)] / 100.0));
     std::sort(pos.begin() + 1, pos.end());
     pos.push_back(static_cast<int>(sents.size()));
     std::vector<std::string> parts;
@@ -220,8 +229,7 @@ Generated gen_niah(const NiahConfig& c, int num_haystack, Rng& r,
     }
     std::vector<int> idx = r.sample(num_haystack, static_cast<int>(needles.size()));
     std::sort(idx.rbegin(), idx.rend());
-    for (size_t i = 0; i < idx.size(); ++i)
-      sents.insert(sents.begin() + idx[i], needles[i]);
+    for (size_t i = 0; i < idx.size(); ++i) sents.insert(sents.begin() + idx[i], needles[i]);
     for (size_t i = 0; i < sents.size(); ++i) context += (i ? "\n" : "") + sents[i];
   }
   std::vector<int> qi = r.sample(c.num_k, c.num_q);
@@ -241,8 +249,10 @@ Generated gen_niah(const NiahConfig& c, int num_haystack, Rng& r,
       "Some special magic {type_needle_v} are hidden within the following text. Make sure to "
       "memorize it. I will quiz you about the {type_needle_v} afterwards.\n";
   std::string question =
-      "\nWhat are all the special magic {type_needle_v} for {query} mentioned in the provided text?";
-  std::string prefix = " The special magic {type_needle_v} for {query} mentioned in the provided text are";
+      "\nWhat are all the special magic {type_needle_v} for {query} mentioned in the provided "
+      "text?";
+  std::string prefix =
+      " The special magic {type_needle_v} for {query} mentioned in the provided text are";
   std::string type_v = c.type_v;
   if (c.num_q * c.num_v == 1) {  // RULER's singular wording
     for (std::string* t : {&head, &question, &prefix}) {
@@ -279,22 +289,27 @@ Generated gen_vt(int num_noises, Rng& r) {
   }
   const std::string value = std::to_string(10000 + r.below(90000));
   std::vector<std::string> chain = {"VAR " + vars[0] + " = " + value};
-  for (int i = 1; i <= hops; ++i) chain.push_back("VAR " + vars[static_cast<size_t>(i)] + " = VAR " + vars[static_cast<size_t>(i - 1)]);
+  for (int i = 1; i <= hops; ++i)
+    chain.push_back("VAR " + vars[static_cast<size_t>(i)] + " = VAR " +
+                    vars[static_cast<size_t>(i - 1)]);
   std::vector<std::string> sents(static_cast<size_t>(num_noises), kNoise);
-  std::vector<int> pos = r.sample(std::max(num_noises, static_cast<int>(chain.size())), static_cast<int>(chain.size()));
+  std::vector<int> pos = r.sample(std::max(num_noises, static_cast<int>(chain.size())),
+                                  static_cast<int>(chain.size()));
   std::sort(pos.begin(), pos.end());
   for (size_t j = 0; j < chain.size(); ++j)
-    sents.insert(sents.begin() + std::min<size_t>(sents.size(), static_cast<size_t>(pos[j]) + j), chain[j]);
+    sents.insert(sents.begin() + std::min<size_t>(sents.size(), static_cast<size_t>(pos[j]) + j),
+                 chain[j]);
   std::string context;
   for (size_t i = 0; i < sents.size(); ++i) context += (i ? "\n" : "") + sents[i];
   Generated g;
-  g.context = "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n" +
-              context + "\n";
-  g.question = "Question: Find all variables that are assigned the value " + value +
-               " in the text above.";
-  g.answer_prefix = " Answer: According to the chain(s) of variable assignment in the text above, " +
-                    std::to_string(hops + 1) + " variables are assigned the value " + value +
-                    ", they are: ";
+  g.context =
+      "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n" +
+      context + "\n";
+  g.question =
+      "Question: Find all variables that are assigned the value " + value + " in the text above.";
+  g.answer_prefix =
+      " Answer: According to the chain(s) of variable assignment in the text above, " +
+      std::to_string(hops + 1) + " variables are assigned the value " + value + ", they are: ";
   g.outputs = vars;
   return g;
 }
@@ -333,10 +348,13 @@ Generated gen_cwe(int num_words, int freq_cw, Rng& r) {
     for (int i = 0; i < freq_ucw; ++i) list.push_back(vocab[k]);
   r.shuffle(list);
   std::string context;
-  for (size_t i = 0; i < list.size(); ++i) context += (i ? " " : "") + std::to_string(i + 1) + ". " + list[i];
+  for (size_t i = 0; i < list.size(); ++i)
+    context += (i ? " " : "") + std::to_string(i + 1) + ". " + list[i];
   Generated g;
-  g.context = "Below is a numbered list of words. In these words, some appear more often than others. "
-              "Memorize the ones that appear most often.\n" + context + "\n";
+  g.context =
+      "Below is a numbered list of words. In these words, some appear more often than others. "
+      "Memorize the ones that appear most often.\n" +
+      context + "\n";
   g.question = "Question: What are the 10 most common words in the above list?";
   g.answer_prefix = " Answer: The top 10 words that appear most often in the list are:";
   g.outputs = common;
@@ -354,7 +372,7 @@ Generated gen_fwe(int num_words, Rng& r) {
   }
   std::vector<std::string> vocab(uniq.begin(), uniq.end());
   r.shuffle(vocab);
-  vocab[0] = "....";  // the top-ranked "word" is noise, as in RULER
+  vocab[0] = "....";                      // the top-ranked "word" is noise, as in RULER
   const double zeta = M_PI * M_PI / 6.0;  // zeta(2)
   std::vector<std::string> words;
   for (int k = 1; k <= vocab_size; ++k) {
@@ -365,12 +383,16 @@ Generated gen_fwe(int num_words, Rng& r) {
   std::string context;
   for (size_t i = 0; i < words.size(); ++i) context += (i ? " " : "") + words[i];
   Generated g;
-  g.context = "Read the following coded text and track the frequency of each coded word. Find the "
-              "three most frequently appeared coded words. " + context + "\n";
-  g.question = "Question: Do not provide any explanation. Please ignore the dots '....'. What are "
-               "the three most frequently appeared words in the above coded text?";
-  g.answer_prefix = " Answer: According to the coded text above, the three most frequently appeared "
-                    "words are:";
+  g.context =
+      "Read the following coded text and track the frequency of each coded word. Find the "
+      "three most frequently appeared coded words. " +
+      context + "\n";
+  g.question =
+      "Question: Do not provide any explanation. Please ignore the dots '....'. What are "
+      "the three most frequently appeared words in the above coded text?";
+  g.answer_prefix =
+      " Answer: According to the coded text above, the three most frequently appeared "
+      "words are:";
   g.outputs = {vocab[1], vocab[2], vocab[3]};
   return g;
 }
@@ -386,10 +408,17 @@ int tokens_to_generate(const std::string& task) {
 }  // namespace
 
 const std::vector<std::string>& ruler_tasks() {
-  static const std::vector<std::string> t = {
-      "niah_single_1",   "niah_single_2",   "niah_single_3",   "niah_multikey_1",
-      "niah_multikey_2", "niah_multikey_3", "niah_multiquery", "niah_multivalue",
-      "vt",              "cwe",             "fwe"};
+  static const std::vector<std::string> t = {"niah_single_1",
+                                             "niah_single_2",
+                                             "niah_single_3",
+                                             "niah_multikey_1",
+                                             "niah_multikey_2",
+                                             "niah_multikey_3",
+                                             "niah_multiquery",
+                                             "niah_multivalue",
+                                             "vt",
+                                             "cwe",
+                                             "fwe"};
   return t;
 }
 
@@ -405,8 +434,9 @@ Expected<std::vector<RulerRow>> generate_ruler_task(const Tokenizer& tok, const 
   const int gen_tokens = tokens_to_generate(task);
   const int budget = max_seq_length - gen_tokens;
   if (budget < 64) {
-    return Status::error(strfmt("RULER %s: length %d is too short (it reserves %d tokens to generate)",
-                                task.c_str(), max_seq_length, gen_tokens));
+    return Status::error(
+        strfmt("RULER %s: length %d is too short (it reserves %d tokens to generate)", task.c_str(),
+               max_seq_length, gen_tokens));
   }
   const auto niah = niah_configs().find(task);
   const std::vector<std::string> essay_words = split_words(essays);
@@ -436,7 +466,9 @@ Expected<std::vector<RulerRow>> generate_ruler_task(const Tokenizer& tok, const 
     for (size_t i = 0; i < g.outputs.size(); ++i) answers += (i ? " " : "") + g.outputs[i];
     return static_cast<int>(tok.encode(g.input() + answers, false).size());
   };
-  auto fits = [&](int units, uint64_t s) { return total_tokens(generate(units, s)) + gen_tokens <= max_seq_length; };
+  auto fits = [&](int units, uint64_t s) {
+    return total_tokens(generate(units, s)) + gen_tokens <= max_seq_length;
+  };
   // The largest multiple of `incremental` that fits (sample 0 decides, as in RULER): doubling,
   // then bisection (the token count grows with the haystack).
   const uint64_t seed0 = mix_seed(seed, task, max_seq_length, 0);
@@ -556,7 +588,8 @@ Expected<std::vector<EvalSample>> read_ruler_files(const std::vector<JsonlFile>&
       };
       nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (j.is_discarded() || !j.is_object()) return where("not a JSON object");
-      if (!j.contains("input") || !j["input"].is_string()) return where("missing string field 'input'");
+      if (!j.contains("input") || !j["input"].is_string())
+        return where("missing string field 'input'");
       if (!j.contains("outputs") || !j["outputs"].is_array() || j["outputs"].empty())
         return where("missing non-empty array field 'outputs'");
       EvalSample s;
@@ -583,7 +616,8 @@ Expected<std::vector<EvalSample>> read_ruler_files(const std::vector<JsonlFile>&
       }
       s.max_new_tokens = max_new_tokens;
       s.metric = Metric::kStringMatchAll;
-      s.length = j.contains("length") && j["length"].is_number_integer() ? j["length"].get<int>() : length;
+      s.length =
+          j.contains("length") && j["length"].is_number_integer() ? j["length"].get<int>() : length;
       out.push_back(std::move(s));
       ++taken;
     }
@@ -592,8 +626,8 @@ Expected<std::vector<EvalSample>> read_ruler_files(const std::vector<JsonlFile>&
     std::string names, paths;
     for (const auto& t : tasks) names += (names.empty() ? "" : ",") + t;
     for (const auto& f : files) paths += (paths.empty() ? "" : ", ") + f.path;
-    return Status::error("RULER: no samples" + (names.empty() ? std::string() : " of --tasks " + names) +
-                         " in " + paths);
+    return Status::error("RULER: no samples" +
+                         (names.empty() ? std::string() : " of --tasks " + names) + " in " + paths);
   }
   return out;
 }

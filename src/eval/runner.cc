@@ -164,9 +164,10 @@ Expected<std::vector<ojson>> read_predictions(const std::string& dir) {
     if (line.empty()) continue;
     ojson r = ojson::parse(line, nullptr, false);
     if (r.is_discarded() || !r.is_object() || !r.contains("task") || !r.contains("method")) {
-      return Status::error(strfmt("%s:%d: not a prediction row (the file is written atomically, "
-                                  "so it was edited; fix or remove the line)",
-                                  path.c_str(), lineno));
+      return Status::error(
+          strfmt("%s:%d: not a prediction row (the file is written atomically, "
+                 "so it was edited; fix or remove the line)",
+                 path.c_str(), lineno));
     }
     rows.push_back(std::move(r));
   }
@@ -212,14 +213,16 @@ Status write_reports(const std::string& dir, const ojson& meta, std::vector<ojso
     }
     scores[m] = per;
   }
-  FKV_RETURN_IF_ERROR(write_file_atomic(dir + "/scores.json", scores.dump(2) + "\n", "scores.json"));
+  FKV_RETURN_IF_ERROR(
+      write_file_atomic(dir + "/scores.json", scores.dump(2) + "\n", "scores.json"));
 
   std::string md = "# fastkv eval: " + meta.value("family", std::string("?")) + "\n\n";
   md += "- model: `" + meta.value("model", std::string("?")) + "`\n";
   md += "- protocol: " + meta.value("protocol", std::string("?")) + "\n";
   md += strfmt("- rows: %zu (samples x methods)\n", rows.size());
-  md += "- score: the task's official metric x 100, mean over samples; KV share: kept KV bytes "
-        "after the prompt / full-cache bytes, mean over samples\n\n";
+  md +=
+      "- score: the task's official metric x 100, mean over samples; KV share: kept KV bytes "
+      "after the prompt / full-cache bytes, mean over samples\n\n";
   md += "| task |";
   for (const std::string& m : methods) md += " `" + m + "` |";
   md += "\n|---|";
@@ -229,7 +232,8 @@ Status write_reports(const std::string& dir, const ojson& meta, std::vector<ojso
     md += "| " + t + " |";
     for (const std::string& m : methods) {
       auto it = acc[m].find(t);
-      md += it == acc[m].end() ? " - |" : strfmt(" %.2f |", 100.0 * it->second.first / it->second.second);
+      md += it == acc[m].end() ? " - |"
+                               : strfmt(" %.2f |", 100.0 * it->second.first / it->second.second);
     }
     md += "\n";
   }
@@ -282,10 +286,11 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
     if (old.is_discarded()) return Status::error(meta_path + ": not JSON");
     for (const char* k : {"family", "protocol", "model", "shard", "data"}) {
       if (old.value(k, ojson()) != meta.value(k, ojson())) {
-        return Status::error(strfmt("--out %s holds another run (%s: %s here, %s requested); use "
-                                    "another --out folder",
-                                    dir.c_str(), k, old.value(k, ojson()).dump().c_str(),
-                                    meta.value(k, ojson()).dump().c_str()));
+        return Status::error(
+            strfmt("--out %s holds another run (%s: %s here, %s requested); use "
+                   "another --out folder",
+                   dir.c_str(), k, old.value(k, ojson()).dump().c_str(),
+                   meta.value(k, ojson()).dump().c_str()));
       }
     }
   }
@@ -310,7 +315,8 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
     for (int m = 0; m < static_cast<int>(cfg.methods.size()); ++m) {
       ++summary.rows_total;
       const EvalSample& smp = samples[static_cast<size_t>(s)];
-      if (done.count(row_key(smp.task, smp.id, cfg.methods[static_cast<size_t>(m)].spec, protocol))) {
+      if (done.count(
+              row_key(smp.task, smp.id, cfg.methods[static_cast<size_t>(m)].spec, protocol))) {
         ++summary.rows_skipped;
         continue;
       }
@@ -346,7 +352,8 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
 
   const std::vector<int32_t> stop_ids = stop_ids_for(tok, mc);
   const std::vector<int32_t> newline_ids = tok.encode("\n", false);
-  const double full_bytes_per_token = 2.0 * mc.n_layers * mc.n_kv_heads * mc.head_dim * sizeof(float);
+  const double full_bytes_per_token =
+      2.0 * mc.n_layers * mc.n_kv_heads * mc.head_dim * sizeof(float);
 
   std::mutex mu;
   std::atomic<size_t> next{0};
@@ -361,15 +368,18 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
     return write_file_atomic(dir + "/predictions.jsonl", rows_text(rows), "predictions.jsonl");
   };
   auto progress = [&](const ojson& row) {  // callers hold mu
-    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    const double eta = finished > 0 ? el / finished * static_cast<double>(jobs.size() - finished) : -1;
+    const double el =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double eta =
+        finished > 0 ? el / finished * static_cast<double>(jobs.size() - finished) : -1;
     const int width = 24;
-    const int fill = static_cast<int>(width * static_cast<double>(finished) / std::max<size_t>(1, jobs.size()));
+    const int fill =
+        static_cast<int>(width * static_cast<double>(finished) / std::max<size_t>(1, jobs.size()));
     std::string bar(static_cast<size_t>(fill), '#');
     bar.resize(static_cast<size_t>(width), '.');
     std::fprintf(stderr, "%s[eval] [%s] %d/%zu rows  elapsed %s  ETA %s  | %s %s: %.2f%s",
-                 tty ? "\r\033[K" : "", bar.c_str(), finished, jobs.size(), fmt_duration(el).c_str(),
-                 fmt_duration(eta).c_str(), row.value("task", "").c_str(),
+                 tty ? "\r\033[K" : "", bar.c_str(), finished, jobs.size(),
+                 fmt_duration(el).c_str(), fmt_duration(eta).c_str(), row.value("task", "").c_str(),
                  row.value("method", "").c_str(), row.value("score", 0.0), tty ? "" : "\n");
     std::fflush(stderr);
   };
@@ -393,7 +403,8 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
       const PromptTokens& p = prompts.at(job.sample);
       auto fail = [&](const std::string& msg) {
         std::lock_guard<std::mutex> lock(mu);
-        if (first_error.is_ok()) first_error = Status::error(s.task + "/" + s.id + " [" + m.spec + "]: " + msg);
+        if (first_error.is_ok())
+          first_error = Status::error(s.task + "/" + s.id + " [" + m.spec + "]: " + msg);
         stop.store(true);
       };
       auto policy = make_policy(m.opts, model.policy_info());
@@ -407,7 +418,8 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
       if (cfg.protocol == Protocol::kJoint) {
         if (auto st = session.prefill(ids, logits); !st) return fail(st.message());
       } else {
-        if (auto st = session.prefill(ids.subspan(0, static_cast<size_t>(p.context_len)), logits); !st)
+        if (auto st = session.prefill(ids.subspan(0, static_cast<size_t>(p.context_len)), logits);
+            !st)
           return fail(st.message());
         if (auto st = session.extend(ids.subspan(static_cast<size_t>(p.context_len)), logits); !st)
           return fail(st.message());
@@ -418,7 +430,8 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
       for (int step = 0; step < s.max_new_tokens; ++step) {
         const int32_t next_tok = argmax(logits);
         bool is_stop = std::find(stop_ids.begin(), stop_ids.end(), next_tok) != stop_ids.end();
-        if (s.stop_on_newline && !newline_ids.empty() && next_tok == newline_ids.back()) is_stop = true;
+        if (s.stop_on_newline && !newline_ids.empty() && next_tok == newline_ids.back())
+          is_stop = true;
         if (is_stop) break;
         out.push_back(next_tok);
         if (step + 1 == s.max_new_tokens) break;
@@ -446,7 +459,8 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
       row["prefill_s"] = std::chrono::duration<double>(t1 - t0).count();
       row["decode_s"] = std::chrono::duration<double>(t2 - t1).count();
       row["kv_bytes"] = kv_bytes;
-      row["full_kv_bytes"] = static_cast<size_t>(full_bytes_per_token * static_cast<double>(p.ids.size()));
+      row["full_kv_bytes"] =
+          static_cast<size_t>(full_bytes_per_token * static_cast<double>(p.ids.size()));
       if (s.length > 0) row["length"] = s.length;
       if (s.depth >= 0) row["depth"] = s.depth;
       row["sample_index"] = job.sample;
@@ -500,8 +514,9 @@ Status merge_runs(const std::vector<std::string>& dirs, const std::string& out_d
     } else {
       for (const char* k : {"family", "protocol", "model", "methods", "data", "n_samples"}) {
         if (meta.value(k, ojson()) != first_meta.value(k, ojson())) {
-          return Status::error(strfmt("eval merge: %s and %s are not shards of one run (%s differs)",
-                                      dirs[0].c_str(), d.c_str(), k));
+          return Status::error(
+              strfmt("eval merge: %s and %s are not shards of one run (%s differs)",
+                     dirs[0].c_str(), d.c_str(), k));
         }
       }
     }
@@ -511,7 +526,8 @@ Status merge_runs(const std::vector<std::string>& dirs, const std::string& out_d
       return Status::error(d + "/run.json: bad shard '" + shard + "'");
     }
     if (shard_count >= 0 && sn != shard_count) {
-      return Status::error(strfmt("eval merge: %s is shard %s, others are of %d", d.c_str(), shard.c_str(), shard_count));
+      return Status::error(strfmt("eval merge: %s is shard %s, others are of %d", d.c_str(),
+                                  shard.c_str(), shard_count));
     }
     shard_count = sn;
     if (!shard_ids.insert(si).second) {
@@ -522,8 +538,9 @@ Status merge_runs(const std::vector<std::string>& dirs, const std::string& out_d
     for (ojson& row : *r) {
       const std::string k = row_key(row);
       if (key_dir.count(k)) {
-        return Status::error("eval merge: row " + row.value("task", "") + "/" + row.value("id", "") +
-                             " [" + row.value("method", "") + "] is in both " + key_dir[k] + " and " + d);
+        return Status::error("eval merge: row " + row.value("task", "") + "/" +
+                             row.value("id", "") + " [" + row.value("method", "") +
+                             "] is in both " + key_dir[k] + " and " + d);
       }
       key_dir[k] = d;
       rows.push_back(std::move(row));
@@ -531,14 +548,16 @@ Status merge_runs(const std::vector<std::string>& dirs, const std::string& out_d
   }
   std::string missing;
   for (int i = 0; i < shard_count; ++i)
-    if (!shard_ids.count(i)) missing += (missing.empty() ? "" : ", ") + strfmt("%d/%d", i, shard_count);
+    if (!shard_ids.count(i))
+      missing += (missing.empty() ? "" : ", ") + strfmt("%d/%d", i, shard_count);
   if (!missing.empty()) return Status::error("eval merge: missing shard(s) " + missing);
   ojson meta = first_meta;
   meta["shard"] = "0/1";
   meta["merged_from"] = dirs;
   sort_rows(rows);
   FKV_RETURN_IF_ERROR(write_file_atomic(out_dir + "/run.json", meta.dump(2) + "\n", "run.json"));
-  FKV_RETURN_IF_ERROR(write_file_atomic(out_dir + "/predictions.jsonl", rows_text(rows), "predictions.jsonl"));
+  FKV_RETURN_IF_ERROR(
+      write_file_atomic(out_dir + "/predictions.jsonl", rows_text(rows), "predictions.jsonl"));
   return write_reports(out_dir, meta, rows);
 }
 

@@ -11,9 +11,12 @@ namespace fkv::eval {
 
 const char* family_name(Family f) {
   switch (f) {
-    case Family::kNeedle: return "needle";
-    case Family::kRuler: return "ruler";
-    case Family::kLongBench: return "longbench";
+    case Family::kNeedle:
+      return "needle";
+    case Family::kRuler:
+      return "ruler";
+    case Family::kLongBench:
+      return "longbench";
   }
   return "?";
 }
@@ -86,7 +89,8 @@ Expected<PromptTokens> build_prompt(const Tokenizer& tok, const EvalSample& samp
   const std::string key = trim(question);
   size_t split = key.empty() ? std::string::npos : rendered.rfind(key);
   if (split == std::string::npos) split = rendered.size();
-  std::vector<int32_t> ctx_ids = tok.encode(rendered.substr(0, split), /*add_special_tokens=*/!chat);
+  std::vector<int32_t> ctx_ids =
+      tok.encode(rendered.substr(0, split), /*add_special_tokens=*/!chat);
   std::vector<int32_t> q_ids = tok.encode(rendered.substr(split), /*add_special_tokens=*/false);
   if (ctx_ids.empty() && tok.bos_id() >= 0) ctx_ids.push_back(tok.bos_id());
   if (q_ids.empty()) {
@@ -99,10 +103,11 @@ Expected<PromptTokens> build_prompt(const Tokenizer& tok, const EvalSample& samp
     const int64_t room = static_cast<int64_t>(opts.context_limit) - sample.max_new_tokens -
                          static_cast<int64_t>(q_ids.size());
     if (room < 16) {
-      return Status::error(strfmt("%s/%s: the question (%zu tokens) and %d new tokens do not fit "
-                                  "the model's %d-token context",
-                                  sample.task.c_str(), sample.id.c_str(), q_ids.size(),
-                                  sample.max_new_tokens, opts.context_limit));
+      return Status::error(
+          strfmt("%s/%s: the question (%zu tokens) and %d new tokens do not fit "
+                 "the model's %d-token context",
+                 sample.task.c_str(), sample.id.c_str(), q_ids.size(), sample.max_new_tokens,
+                 opts.context_limit));
     }
     if (static_cast<int64_t>(ctx_ids.size()) > room) {
       ctx_ids = middle_truncate(ctx_ids, static_cast<size_t>(room));
@@ -121,7 +126,8 @@ Expected<std::vector<JsonlFile>> read_jsonl_inputs(const std::string& path) {
   std::vector<std::string> files;
   if (fs::is_directory(path, ec)) {
     for (const auto& e : fs::directory_iterator(path, ec)) {
-      if (e.is_regular_file() && e.path().extension() == ".jsonl") files.push_back(e.path().string());
+      if (e.is_regular_file() && e.path().extension() == ".jsonl")
+        files.push_back(e.path().string());
     }
     std::sort(files.begin(), files.end());
     if (files.empty()) return Status::error("--data " + path + ": the folder has no *.jsonl files");

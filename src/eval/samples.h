@@ -22,7 +22,7 @@ Expected<Family> parse_family(const std::string& name);
 // with Session::extend. answer_prefix (RULER) follows the assistant header.
 struct EvalSample {
   std::string task;
-  std::string id;  // unique within the task
+  std::string id;      // unique within the task
   std::string system;  // system message (chat only; empty: none)
   std::string context;
   std::string question;
@@ -39,10 +39,10 @@ struct EvalSample {
 };
 
 struct PromptBuildOptions {
-  bool chat = true;            // false: never apply a chat template (--chat off)
-  std::string chat_template;   // template source overriding the model's (empty: the model's)
-  int max_prompt_tokens = 0;   // LongBench middle truncation of the user text (0: none)
-  int context_limit = 0;       // the model's context: prompt + new tokens must fit (0: none)
+  bool chat = true;           // false: never apply a chat template (--chat off)
+  std::string chat_template;  // template source overriding the model's (empty: the model's)
+  int max_prompt_tokens = 0;  // LongBench middle truncation of the user text (0: none)
+  int context_limit = 0;      // the model's context: prompt + new tokens must fit (0: none)
 };
 
 struct PromptTokens {
@@ -61,7 +61,8 @@ Expected<PromptTokens> build_prompt(const Tokenizer& tok, const EvalSample& samp
 struct JsonlFile {
   std::string path;
   std::string stem;  // file name without .jsonl
-  std::vector<std::pair<int, std::string>> lines;  // (1-based line number, text), blank lines skipped
+  std::vector<std::pair<int, std::string>>
+      lines;  // (1-based line number, text), blank lines skipped
 };
 Expected<std::vector<JsonlFile>> read_jsonl_inputs(const std::string& path);
 

@@ -88,8 +88,7 @@ char32_t py_lower(char32_t c) {
   if (c >= 0x410 && c <= 0x42F) return c + 32;
   if ((c >= 0x460 && c <= 0x481) || (c >= 0x48A && c <= 0x4BF)) return (c % 2 == 0) ? c + 1 : c;
   if (c >= 0x531 && c <= 0x556) return c + 48;
-  if ((c >= 0x1E00 && c <= 0x1E95) || (c >= 0x1EA0 && c <= 0x1EFF))
-    return (c % 2 == 0) ? c + 1 : c;
+  if ((c >= 0x1E00 && c <= 0x1E95) || (c >= 0x1EA0 && c <= 0x1EFF)) return (c % 2 == 0) ? c + 1 : c;
   if (c >= 0xFF21 && c <= 0xFF3A) return c + 32;
   return c;
 }
@@ -120,25 +119,26 @@ bool is_ascii_punct(char32_t c) {
 }
 
 bool py_isword(char32_t c) {
-  if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+  if (c < 0x80)
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
   if (py_isspace(c)) return false;
   if (c >= 0x80 && c <= 0xBF) {
     return c == 0xAA || c == 0xB2 || c == 0xB3 || c == 0xB5 || c == 0xB9 || c == 0xBA ||
            (c >= 0xBC && c <= 0xBE);
   }
   if (c == 0xD7 || c == 0xF7) return false;
-  if (c >= 0x2000 && c <= 0x206F) return false;                  // general punctuation
-  if (c >= 0x20A0 && c <= 0x20CF) return false;                  // currency
-  if (c >= 0x2190 && c <= 0x2BFF) return false;                  // arrows, math, boxes, shapes
-  if (c >= 0x2E00 && c <= 0x2E7F) return false;                  // supplemental punctuation
-  if (c >= 0x3000 && c <= 0x303F) return c == 0x3005 || c == 0x3006 || c == 0x3007 ||
-                                          (c >= 0x3021 && c <= 0x3029);
-  if (c >= 0xFE30 && c <= 0xFE6F) return false;                  // CJK compat / small forms
-  if (c >= 0xFF00 && c <= 0xFF0F) return false;                  // full-width punctuation
+  if (c >= 0x2000 && c <= 0x206F) return false;  // general punctuation
+  if (c >= 0x20A0 && c <= 0x20CF) return false;  // currency
+  if (c >= 0x2190 && c <= 0x2BFF) return false;  // arrows, math, boxes, shapes
+  if (c >= 0x2E00 && c <= 0x2E7F) return false;  // supplemental punctuation
+  if (c >= 0x3000 && c <= 0x303F)
+    return c == 0x3005 || c == 0x3006 || c == 0x3007 || (c >= 0x3021 && c <= 0x3029);
+  if (c >= 0xFE30 && c <= 0xFE6F) return false;  // CJK compat / small forms
+  if (c >= 0xFF00 && c <= 0xFF0F) return false;  // full-width punctuation
   if (c >= 0xFF1A && c <= 0xFF20) return false;
   if (c >= 0xFF3B && c <= 0xFF40 && c != 0xFF3F) return false;
   if (c >= 0xFF5B && c <= 0xFF65) return false;
-  if (c >= 0x1F000 && c <= 0x1FAFF) return false;                // emoji and pictographs
+  if (c >= 0x1F000 && c <= 0x1FAFF) return false;  // emoji and pictographs
   return true;
 }
 

@@ -62,23 +62,28 @@ std::string fresh_dir(const std::string& name) {
   return d.string();
 }
 
-const std::string kNeedleArgs = "eval needle --model " + kStories +
-                                " --chat off --lengths 256 --depths 0,50,100 --threads 1 --no-plots";
-const std::string kRulerArgs = "eval ruler --model " + kStories +
-                               " --chat off --lengths 480 --tasks niah_single_1,niah_multikey_2,vt,fwe "
-                               "--samples 2 --max-new-tokens 8 --threads 2 --parallel 2 --no-plots";
+const std::string kNeedleArgs =
+    "eval needle --model " + kStories +
+    " --chat off --lengths 256 --depths 0,50,100 --threads 1 --no-plots";
+const std::string kRulerArgs =
+    "eval ruler --model " + kStories +
+    " --chat off --lengths 480 --tasks niah_single_1,niah_multikey_2,vt,fwe "
+    "--samples 2 --max-new-tokens 8 --threads 2 --parallel 2 --no-plots";
 
 TEST(EvalCli, NeedleWritesRowsScoresSummary) {
   const std::string out = fresh_dir("needle");
-  CliResult r = cli(kNeedleArgs + " --methods 'fullkv;snapkv;streamingllm;fastkv:tsp_layer=2,tsp_rate=0.5' "
-                            "--retain-rates 0.2,0.5 --out " + out);
+  CliResult r = cli(kNeedleArgs +
+                    " --methods 'fullkv;snapkv;streamingllm;fastkv:tsp_layer=2,tsp_rate=0.5' "
+                    "--retain-rates 0.2,0.5 --out " +
+                    out);
   ASSERT_EQ(r.code, 0) << r.err;
   const auto rows = rows_of(out);
   // 3 depths x (fullkv + 2 rates x 3 methods).
   ASSERT_EQ(rows.size(), 3u * 7u);
   for (const json& row : rows) {
-    for (const char* k : {"task", "id", "method", "prediction", "answers", "all_classes", "score",
-                          "prompt_tokens", "prefill_s", "decode_s", "kv_bytes", "length", "depth"}) {
+    for (const char* k :
+         {"task", "id", "method", "prediction", "answers", "all_classes", "score", "prompt_tokens",
+          "prefill_s", "decode_s", "kv_bytes", "length", "depth"}) {
       EXPECT_TRUE(row.contains(k)) << k << " in " << row.dump();
     }
     EXPECT_GE(row["score"].get<double>(), 0.0);
@@ -106,8 +111,8 @@ TEST(EvalCli, NeedleWritesRowsScoresSummary) {
 TEST(EvalCli, RulerJointAndContextFirst) {
   for (const char* protocol : {"joint", "context-first"}) {
     const std::string out = fresh_dir(std::string("ruler_") + protocol);
-    CliResult r = cli(kRulerArgs + " --methods 'fullkv;snapkv:retain_rate=0.3' --protocol " + protocol +
-                " --out " + out);
+    CliResult r = cli(kRulerArgs + " --methods 'fullkv;snapkv:retain_rate=0.3' --protocol " +
+                      protocol + " --out " + out);
     ASSERT_EQ(r.code, 0) << r.err;
     const auto rows = rows_of(out);
     ASSERT_EQ(rows.size(), 4u * 2u * 2u);
@@ -118,7 +123,9 @@ TEST(EvalCli, RulerJointAndContextFirst) {
     }
     // The generated data sits beside the results, in RULER's format.
     EXPECT_TRUE(fs::exists(out + "/ruler_data/vt_480.jsonl"));
-    const json first = json::parse(slurp(out + "/ruler_data/vt_480.jsonl").substr(0, slurp(out + "/ruler_data/vt_480.jsonl").find('\n')));
+    const json first =
+        json::parse(slurp(out + "/ruler_data/vt_480.jsonl")
+                        .substr(0, slurp(out + "/ruler_data/vt_480.jsonl").find('\n')));
     EXPECT_TRUE(first.contains("index") && first.contains("input") && first.contains("outputs") &&
                 first.contains("length"));
     EXPECT_NE(r.err.find("ETA"), std::string::npos) << r.err;
@@ -127,9 +134,11 @@ TEST(EvalCli, RulerJointAndContextFirst) {
 
 TEST(EvalCli, LongBenchThreeFilesWithChatTemplateAndTruncation) {
   const std::string out = fresh_dir("longbench");
-  CliResult r = cli("eval longbench --model " + kStories + " --chat-template " + kSource +
-              "/tests/data/chat_templates/chatml_smollm2.jinja --samples 1 --max-length 300 "
-              "--max-new-tokens 8 --methods 'fullkv;fastkv:tsp_layer=2' --threads 2 --no-plots --out " + out);
+  CliResult r =
+      cli("eval longbench --model " + kStories + " --chat-template " + kSource +
+          "/tests/data/chat_templates/chatml_smollm2.jinja --samples 1 --max-length 300 "
+          "--max-new-tokens 8 --methods 'fullkv;fastkv:tsp_layer=2' --threads 2 --no-plots --out " +
+          out);
   ASSERT_EQ(r.code, 0) << r.err;
   const auto rows = rows_of(out);
   ASSERT_EQ(rows.size(), 3u * 2u);
@@ -138,7 +147,8 @@ TEST(EvalCli, LongBenchThreeFilesWithChatTemplateAndTruncation) {
     metrics.insert(row["metric"].get<std::string>());
     EXPECT_TRUE(row["truncated"].get<bool>());
     // English: 300 tokens of user text + the template (its system prompt, markers spelled out in
-    // this tiny vocabulary). The Chinese files re-encode differently in a 512-token byte vocabulary.
+    // this tiny vocabulary). The Chinese files re-encode differently in a 512-token byte
+    // vocabulary.
     if (row["task"] == "multi_news") EXPECT_LE(row["prompt_tokens"].get<int>(), 300 + 128);
   }
   EXPECT_EQ(metrics, (std::set<std::string>{"rouge", "qa_f1_zh", "retrieval_zh"}));
@@ -256,7 +266,8 @@ TEST(EvalCli, BadInputsGiveClearErrors) {
   const std::string bad_jsonl = (fs::temp_directory_path() / "fkv_eval_bad.jsonl").string();
   {
     std::ofstream f(bad_jsonl);
-    f << R"({"input": "q", "context": "c", "answers": ["a"], "dataset": "hotpotqa"})" << "\n";
+    f << R"({"input": "q", "context": "c", "answers": ["a"], "dataset": "hotpotqa"})"
+      << "\n";
     f << "{not json\n";
   }
   CliResult r = cli("eval longbench" + m + " --data " + bad_jsonl);

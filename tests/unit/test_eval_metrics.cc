@@ -14,7 +14,8 @@
 namespace {
 using namespace fkv::eval;
 
-const std::string kGoldens = std::string(FKV_SOURCE_DIR) + "/tests/data/goldens/eval/metric_goldens.json";
+const std::string kGoldens =
+    std::string(FKV_SOURCE_DIR) + "/tests/data/goldens/eval/metric_goldens.json";
 
 nlohmann::json load_goldens() {
   auto text = fkv::read_text_file(kGoldens, "metric goldens", false);
@@ -50,20 +51,29 @@ TEST(EvalMetrics, AllGoldensAgree) {
                              c["references"].get<std::vector<std::string>>());
     } else {
       const std::string p = c["prediction"], t = c["ground_truth"];
-      if (m == "qa_f1") got = qa_f1_score(p, t);
-      else if (m == "qa_f1_zh") got = qa_f1_zh_score(p, t, jieba());
-      else if (m == "rouge") got = rouge_score(p, t);
-      else if (m == "rouge_zh") got = rouge_zh_score(p, t, jieba());
+      if (m == "qa_f1")
+        got = qa_f1_score(p, t);
+      else if (m == "qa_f1_zh")
+        got = qa_f1_zh_score(p, t, jieba());
+      else if (m == "rouge")
+        got = rouge_score(p, t);
+      else if (m == "rouge_zh")
+        got = rouge_zh_score(p, t, jieba());
       else if (m == "code_sim") {
         got = code_sim_score(p, t);
         EXPECT_EQ(fuzz_ratio(p, t), c["expected_fuzz_ratio"].get<int>());
       } else if (m == "classification")
         got = classification_score(p, t, c["all_classes"].get<std::vector<std::string>>());
-      else if (m == "count") got = count_score(p, t);
-      else if (m == "retrieval") got = retrieval_score(p, t).value();
-      else if (m == "retrieval_zh") got = retrieval_zh_score(p, t).value();
-      else if (m == "needle") got = needle_score(p, t);
-      else FAIL() << "unknown metric in goldens: " << m;
+      else if (m == "count")
+        got = count_score(p, t);
+      else if (m == "retrieval")
+        got = retrieval_score(p, t).value();
+      else if (m == "retrieval_zh")
+        got = retrieval_zh_score(p, t).value();
+      else if (m == "needle")
+        got = needle_score(p, t);
+      else
+        FAIL() << "unknown metric in goldens: " << m;
     }
     EXPECT_NEAR(got, expected, 1e-9);
     ++checked;

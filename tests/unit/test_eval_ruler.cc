@@ -96,7 +96,8 @@ TEST(EvalRuler, MultikeyThreeMatchesTheRealSample) {
     EXPECT_EQ(m[1].str(), m[2].str());
     // The answer is the value of the queried key's needle, present exactly once.
     const std::string answer = j["outputs"][0];
-    const std::string needle = "One of the special magic uuids for " + m[1].str() + " is: " + answer + ".";
+    const std::string needle =
+        "One of the special magic uuids for " + m[1].str() + " is: " + answer + ".";
     EXPECT_NE(row.input.find(needle), std::string::npos);
     EXPECT_EQ(row.input.find(answer), row.input.rfind(answer));
     // length = input tokens (no special tokens) + RULER's 128 tokens to generate.
@@ -105,7 +106,8 @@ TEST(EvalRuler, MultikeyThreeMatchesTheRealSample) {
     gen_len += row.length;
   }
   gen_len /= static_cast<double>(rows->size());
-  EXPECT_NEAR(gen_len, real_len, 0.02 * real_len) << "generated " << gen_len << " vs real " << real_len;
+  EXPECT_NEAR(gen_len, real_len, 0.02 * real_len)
+      << "generated " << gen_len << " vs real " << real_len;
 }
 
 TEST(EvalRuler, SeededAndReproducible) {

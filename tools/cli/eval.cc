@@ -41,8 +41,10 @@ const std::vector<ArgSpec>& eval_specs() {
       {"data", ArgKind::kString,
        "needle: haystack folder of *.txt; ruler: RULER jsonl file or folder (default: generate); "
        "longbench: jsonl file or folder (default ../shared/data/<family> when it exists)"},
-      {"haystack", ArgKind::kString, "ruler: essay folder for the generator (default: the needle data)"},
-      {"tasks", ArgKind::kString, "comma-separated tasks (ruler: default all 11; longbench: all in --data)"},
+      {"haystack", ArgKind::kString,
+       "ruler: essay folder for the generator (default: the needle data)"},
+      {"tasks", ArgKind::kString,
+       "comma-separated tasks (ruler: default all 11; longbench: all in --data)"},
       {"lengths", ArgKind::kString,
        "needle/ruler prompt lengths in model tokens, e.g. 2048,4K,8K (needle default 2K,4K,8K; "
        "ruler 4K)"},
@@ -62,7 +64,8 @@ const std::vector<ArgSpec>& eval_specs() {
       {"shard", ArgKind::kString, "i/n: run only samples i, i+n, i+2n, ... (0 <= i < n)"},
       {"needle", ArgKind::kString, "needle: the sentence to hide (default: the spec's)"},
       {"question", ArgKind::kString, "needle: the question (default: the spec's)"},
-      {"answer", ArgKind::kString, "needle: the expected answer scored against (default: the spec's)"},
+      {"answer", ArgKind::kString,
+       "needle: the expected answer scored against (default: the spec's)"},
       {"max-new-tokens", ArgKind::kInt,
        "override the answer budget (default: needle 30, ruler 64, longbench per task)"},
       {"chat", ArgKind::kString,
@@ -121,11 +124,14 @@ Expected<std::vector<double>> parse_doubles(const std::string& text, const std::
 
 Status parse_shard(const std::string& text, int& index, int& count) {
   const size_t slash = text.find('/');
-  if (slash == std::string::npos) return Status::error("--shard '" + text + "': expected i/n, e.g. 0/4");
+  if (slash == std::string::npos)
+    return Status::error("--shard '" + text + "': expected i/n, e.g. 0/4");
   auto n = parse_int_in_range(text.substr(slash + 1), "--shard n", 1, 1 << 20);
   if (!n) return Status::error(n.error() + " (in --shard '" + text + "')");
   auto i = parse_int_in_range(text.substr(0, slash), "--shard i", 0, *n - 1);
-  if (!i) return Status::error(i.error() + " (in --shard '" + text + "': i must be in 0.." + std::to_string(*n - 1) + ")");
+  if (!i)
+    return Status::error(i.error() + " (in --shard '" + text + "': i must be in 0.." +
+                         std::to_string(*n - 1) + ")");
   index = static_cast<int>(*i);
   count = static_cast<int>(*n);
   return Status::ok();
@@ -139,7 +145,8 @@ bool is_dir(const std::string& p) {
 // $FASTKV_DATA_DIR/<sub>, ../shared/data/<sub>, shared/data/<sub>: the first that exists.
 std::string default_data_dir(const std::string& sub) {
   std::vector<std::string> c;
-  if (const char* env = std::getenv("FASTKV_DATA_DIR"); env && *env) c.push_back(std::string(env) + "/" + sub);
+  if (const char* env = std::getenv("FASTKV_DATA_DIR"); env && *env)
+    c.push_back(std::string(env) + "/" + sub);
   c.push_back("../shared/data/" + sub);
   c.push_back("shared/data/" + sub);
   for (const auto& d : c)
@@ -204,7 +211,8 @@ int cmd_eval_merge(const std::vector<std::string>& args) {
   const std::string out = pa->str("out");
   std::error_code ec;
   std::filesystem::create_directories(out, ec);
-  if (ec) return fail(Status::error("eval merge: cannot create --out " + out + ": " + ec.message()));
+  if (ec)
+    return fail(Status::error("eval merge: cannot create --out " + out + ": " + ec.message()));
   if (auto st = eval::merge_runs(dirs, out); !st) return fail(st);
   std::fprintf(stderr, "[eval] merged %zu folders into %s\n", dirs.size(), out.c_str());
   if (!pa->has("no-plots")) make_plots(out);
@@ -278,7 +286,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (!methods) return fail(methods.status());
   rc.methods = *methods;
   if (pa->has("shard")) {
-    if (auto st = parse_shard(pa->str("shard"), rc.shard_index, rc.shard_count); !st) return fail(st);
+    if (auto st = parse_shard(pa->str("shard"), rc.shard_index, rc.shard_count); !st)
+      return fail(st);
   }
   auto threads = get_int(*pa, "threads", 0, 1, 1024);
   if (!threads) return fail(threads.status());
@@ -312,8 +321,9 @@ int cmd_eval(const std::vector<std::string>& args) {
   {
     std::error_code ec;
     std::filesystem::create_directories(out, ec);
-    if (ec || !is_dir(out)) return fail(Status::error("--out " + out + ": cannot create the folder" +
-                                                      (ec ? ": " + ec.message() : "")));
+    if (ec || !is_dir(out))
+      return fail(Status::error("--out " + out + ": cannot create the folder" +
+                                (ec ? ": " + ec.message() : "")));
   }
   if (auto st = check_output_path(out + "/predictions.jsonl", "--out"); !st) return fail(st);
 
@@ -329,7 +339,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   for (const char* flag : {"data", "haystack"}) {
     std::error_code ec;
     if (pa->has(flag) && !std::filesystem::exists(pa->str(flag), ec)) {
-      return fail(Status::error(strfmt("--%s %s: no such file or folder", flag, pa->str(flag).c_str())));
+      return fail(
+          Status::error(strfmt("--%s %s: no such file or folder", flag, pa->str(flag).c_str())));
     }
   }
   std::vector<std::string> tasks = split_list(pa->str("tasks"), ',');
@@ -344,7 +355,8 @@ int cmd_eval(const std::vector<std::string>& args) {
   const ModelConfig& mc = (*model)->config();
   rc.prompt.context_limit = mc.n_ctx;
   if (rc.prompt.chat && rc.prompt.chat_template.empty() && tok->chat_template().empty()) {
-    return fail(Status::error(*path + " has no chat template; the protocol wraps prompts in one: "
+    return fail(Status::error(*path +
+                              " has no chat template; the protocol wraps prompts in one: "
                               "give --chat-template FILE, or --chat off for plain prompts"));
   }
 
@@ -368,8 +380,10 @@ int cmd_eval(const std::vector<std::string>& args) {
     if (*max_new > 0) no.max_new_tokens = static_cast<int>(*max_new);
     for (int L : no.lengths) {
       if (L + no.max_new_tokens > mc.n_ctx) {
-        return fail(Status::error(strfmt("--lengths %d + %d new tokens exceed the model's %d-token "
-                                         "context", L, no.max_new_tokens, mc.n_ctx)));
+        return fail(
+            Status::error(strfmt("--lengths %d + %d new tokens exceed the model's %d-token "
+                                 "context",
+                                 L, no.max_new_tokens, mc.n_ctx)));
       }
     }
     auto s = eval::make_needle_samples(*tok, no, rc.prompt);
@@ -385,11 +399,14 @@ int cmd_eval(const std::vector<std::string>& args) {
       if (std::find(known.begin(), known.end(), t) == known.end()) {
         std::string names;
         for (const auto& k : known) names += (names.empty() ? "" : ", ") + k;
-        return fail(Status::error("--tasks: unknown RULER task '" + t + "' (tasks: " + names + ")"));
+        return fail(
+            Status::error("--tasks: unknown RULER task '" + t + "' (tasks: " + names + ")"));
       }
     }
     if (!data.empty()) {
-      if (pa->has("lengths")) return fail(Status::error("--lengths applies when RULER data is generated, not with --data"));
+      if (pa->has("lengths"))
+        return fail(
+            Status::error("--lengths applies when RULER data is generated, not with --data"));
       auto files = eval::read_jsonl_inputs(data);
       if (!files) return fail(files.status());
       auto s = eval::read_ruler_files(*files, tasks, static_cast<int>(*samples), ruler_new);
@@ -399,8 +416,9 @@ int cmd_eval(const std::vector<std::string>& args) {
     } else {
       std::string hay_dir = pa->str("haystack", default_data_dir("needle"));
       if (hay_dir.empty()) {
-        return fail(Status::error("eval ruler: the generator needs the essay haystack: give "
-                                  "--haystack DIR (*.txt) or --data RULER.jsonl"));
+        return fail(
+            Status::error("eval ruler: the generator needs the essay haystack: give "
+                          "--haystack DIR (*.txt) or --data RULER.jsonl"));
       }
       auto essays = eval::read_haystack(hay_dir);
       if (!essays) return fail(essays.status());
@@ -417,15 +435,18 @@ int cmd_eval(const std::vector<std::string>& args) {
           std::string jsonl;
           for (const auto& r : *rows) jsonl += eval::ruler_row_json(r) + "\n";
           // The generated data, in RULER's format, beside the results (reproducible input).
-          if (auto st = write_file_atomic(strfmt("%s/ruler_data/%s_%d.jsonl", out.c_str(), t.c_str(), L),
-                                          jsonl, "generated RULER data");
+          if (auto st =
+                  write_file_atomic(strfmt("%s/ruler_data/%s_%d.jsonl", out.c_str(), t.c_str(), L),
+                                    jsonl, "generated RULER data");
               !st)
             return fail(st);
           auto s = eval::ruler_samples(t, L, *rows, ruler_new);
           all.insert(all.end(), s.begin(), s.end());
         }
       }
-      meta["data"] = strfmt("ruler-generated:seed=%llu,samples=%d|", static_cast<unsigned long long>(seed), n) + hay_dir;
+      meta["data"] = strfmt("ruler-generated:seed=%llu,samples=%d|",
+                            static_cast<unsigned long long>(seed), n) +
+                     hay_dir;
       meta["lengths"] = *lengths;
     }
     meta["tasks"] = tasks;
@@ -465,8 +486,10 @@ int cmd_eval(const std::vector<std::string>& args) {
   rc.out_dir = out;
   auto result = eval::run_eval(**model, *tok, all, rc);
   if (!result) return fail(result.status());
-  std::fprintf(stderr, "[eval] %s: %d rows (%d run, %d resumed) -> %s/{predictions.jsonl,scores.json,summary.md}\n",
-               fam_name.c_str(), result->rows_total, result->rows_run, result->rows_skipped, out.c_str());
+  std::fprintf(
+      stderr,
+      "[eval] %s: %d rows (%d run, %d resumed) -> %s/{predictions.jsonl,scores.json,summary.md}\n",
+      fam_name.c_str(), result->rows_total, result->rows_run, result->rows_skipped, out.c_str());
   if (!pa->has("no-plots")) make_plots(out);
   return 0;
 }
