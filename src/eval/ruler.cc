@@ -216,7 +216,10 @@ Generated gen_niah(const NiahConfig& c, int num_haystack, Rng& r,
       parts.push_back(chunk);
       if (i - 1 < needles.size()) parts.push_back(needles[i - 1]);
     }
-    for (size_t i = 0; i < parts.size(); ++i) context += (i ? " " : "") + parts[i];
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (i) context += " ";
+      context += parts[i];
+    }
   } else {
     std::vector<std::string> sents;
     for (int i = 0; i < num_haystack; ++i) {
@@ -230,7 +233,10 @@ Generated gen_niah(const NiahConfig& c, int num_haystack, Rng& r,
     std::vector<int> idx = r.sample(num_haystack, static_cast<int>(needles.size()));
     std::sort(idx.rbegin(), idx.rend());
     for (size_t i = 0; i < idx.size(); ++i) sents.insert(sents.begin() + idx[i], needles[i]);
-    for (size_t i = 0; i < sents.size(); ++i) context += (i ? "\n" : "") + sents[i];
+    for (size_t i = 0; i < sents.size(); ++i) {
+      if (i) context += "\n";
+      context += sents[i];
+    }
   }
   std::vector<int> qi = r.sample(c.num_k, c.num_q);
   std::vector<std::string> queries;
@@ -242,7 +248,10 @@ Generated gen_niah(const NiahConfig& c, int num_haystack, Rng& r,
   std::string query = queries[0];
   if (queries.size() > 1) {
     query.clear();
-    for (size_t i = 0; i + 1 < queries.size(); ++i) query += (i ? ", " : "") + queries[i];
+    for (size_t i = 0; i + 1 < queries.size(); ++i) {
+      if (i) query += ", ";
+      query += queries[i];
+    }
     query += ", and " + queries.back();
   }
   std::string head =
@@ -300,7 +309,10 @@ Generated gen_vt(int num_noises, Rng& r) {
     sents.insert(sents.begin() + std::min<size_t>(sents.size(), static_cast<size_t>(pos[j]) + j),
                  chain[j]);
   std::string context;
-  for (size_t i = 0; i < sents.size(); ++i) context += (i ? "\n" : "") + sents[i];
+  for (size_t i = 0; i < sents.size(); ++i) {
+    if (i) context += "\n";
+    context += sents[i];
+  }
   Generated g;
   g.context =
       "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n" +
@@ -348,8 +360,10 @@ Generated gen_cwe(int num_words, int freq_cw, Rng& r) {
     for (int i = 0; i < freq_ucw; ++i) list.push_back(vocab[k]);
   r.shuffle(list);
   std::string context;
-  for (size_t i = 0; i < list.size(); ++i)
-    context += (i ? " " : "") + std::to_string(i + 1) + ". " + list[i];
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (i) context += " ";
+    context += std::to_string(i + 1) + ". " + list[i];
+  }
   Generated g;
   g.context =
       "Below is a numbered list of words. In these words, some appear more often than others. "
@@ -381,7 +395,10 @@ Generated gen_fwe(int num_words, Rng& r) {
   }
   r.shuffle(words);
   std::string context;
-  for (size_t i = 0; i < words.size(); ++i) context += (i ? " " : "") + words[i];
+  for (size_t i = 0; i < words.size(); ++i) {
+    if (i) context += " ";
+    context += words[i];
+  }
   Generated g;
   g.context =
       "Read the following coded text and track the frequency of each coded word. Find the "
@@ -463,7 +480,10 @@ Expected<std::vector<RulerRow>> generate_ruler_task(const Tokenizer& tok, const 
   // RULER's fit test: tokens of input + the answers joined by spaces, plus tokens_to_generate.
   auto total_tokens = [&](const Generated& g) {
     std::string answers;
-    for (size_t i = 0; i < g.outputs.size(); ++i) answers += (i ? " " : "") + g.outputs[i];
+    for (size_t i = 0; i < g.outputs.size(); ++i) {
+      if (i) answers += " ";
+      answers += g.outputs[i];
+    }
     return static_cast<int>(tok.encode(g.input() + answers, false).size());
   };
   auto fits = [&](int units, uint64_t s) {

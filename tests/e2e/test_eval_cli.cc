@@ -149,7 +149,9 @@ TEST(EvalCli, LongBenchThreeFilesWithChatTemplateAndTruncation) {
     // English: 300 tokens of user text + the template (its system prompt, markers spelled out in
     // this tiny vocabulary). The Chinese files re-encode differently in a 512-token byte
     // vocabulary.
-    if (row["task"] == "multi_news") EXPECT_LE(row["prompt_tokens"].get<int>(), 300 + 128);
+    if (row["task"] == "multi_news") {
+      EXPECT_LE(row["prompt_tokens"].get<int>(), 300 + 128);
+    }
   }
   EXPECT_EQ(metrics, (std::set<std::string>{"rouge", "qa_f1_zh", "retrieval_zh"}));
   const json scores = json::parse(slurp(out + "/scores.json"));
