@@ -170,10 +170,17 @@ struct Session::Impl {
     return lv;
   }
 
+  // One prompt pass. `branches` are the sessions whose caches this pass fills (default: this
+  // one). With several, the forward runs once here and every branch's policy selects its own
+  // rows from the same layer view, so each cache equals the one its own pass would build; only
+  // policies that never propagate a subset of rows (no TSP / PyramidInfer) can share a pass.
   Status run_pass(std::span<const int32_t> tokens, std::vector<int32_t> positions, int n_prompt,
-                  const PassOptions& po, std::vector<float>& logits) {
+                  const PassOptions& po, std::vector<float>& logits,
+                  std::span<Impl* const> branches = {}) {
     const ModelConfig& c = model.config();
     const int d = c.d_model;
+    Impl* const self_branch[1] = {this};
+    if (branches.empty()) branches = self_branch;
     Rows rows;
     embed(tokens, rows.x);
     rows.pos = std::move(positions);
@@ -198,32 +205,48 @@ struct Session::Impl {
         policy.select_prompt(lv, *po.prompt_select);
         return Status::ok();
       }
-      keep.clear();
-      const bool compress = po.apply_policy && policy.select_kv(lv, keep);
-      if (compress) {
-        if (keep.n_heads() != c.n_kv_heads) {
-          return Status::error(
-              strfmt("policy %s returned keep lists for %d heads at layer %d, model "
-                     "has %d KV heads",
-                     policy.name().c_str(), keep.n_heads(), il, c.n_kv_heads));
+      for (Impl* b : branches) {
+        LayerView blv = lv;
+        blv.model = &b->info;
+        keep.clear();
+        const bool compress = po.apply_policy && b->policy.select_kv(blv, keep);
+        if (compress) {
+          if (keep.n_heads() != c.n_kv_heads) {
+            return Status::error(
+                strfmt("policy %s returned keep lists for %d heads at layer %d, model "
+                       "has %d KV heads",
+                       b->policy.name().c_str(), keep.n_heads(), il, c.n_kv_heads));
+          }
+        }
+        b->kv.layer(il).write_prefill(k.data(), v.data(),
+                                      static_cast<int64_t>(c.n_kv_heads) * c.head_dim, rows.pos,
+                                      compress ? &keep : nullptr, b->opts.max_new_tokens);
+        SelectionRecord::Layer rec;
+        rec.layer = il;
+        rec.n_in = n;
+        for (int h = 0; h < c.n_kv_heads; ++h) {
+          const HeadKv& head = b->kv.layer(il).head(h);
+          std::vector<int32_t> kept(head.len());
+          for (int i = 0; i < head.len(); ++i) kept[i] = to_prompt(head.pos()[i]);
+          rec.kept.push_back(std::move(kept));
+        }
+        b->selection.layers.push_back(std::move(rec));
+      }
+      if (branches.size() > 1 && po.apply_policy && il + 1 < c.n_layers) {
+        for (Impl* b : branches) {
+          sel_rows.clear();
+          if (b->policy.select_rows(lv, sel_rows)) {
+            return Status::error(
+                strfmt("policy %s propagates a subset of rows at layer %d and "
+                       "cannot share a prompt pass",
+                       b->policy.name().c_str(), il));
+          }
         }
       }
-      kv.layer(il).write_prefill(k.data(), v.data(),
-                                 static_cast<int64_t>(c.n_kv_heads) * c.head_dim, rows.pos,
-                                 compress ? &keep : nullptr, opts.max_new_tokens);
-      SelectionRecord::Layer rec;
-      rec.layer = il;
-      rec.n_in = n;
-      for (int h = 0; h < c.n_kv_heads; ++h) {
-        const HeadKv& head = kv.layer(il).head(h);
-        std::vector<int32_t> kept(head.len());
-        for (int i = 0; i < head.len(); ++i) kept[i] = to_prompt(head.pos()[i]);
-        rec.kept.push_back(std::move(kept));
-      }
-      selection.layers.push_back(std::move(rec));
       attn_out_and_mlp(L, n, rows.x);
       sel_rows.clear();
-      if (po.apply_policy && il + 1 < c.n_layers && policy.select_rows(lv, sel_rows)) {
+      if (branches.size() == 1 && po.apply_policy && il + 1 < c.n_layers &&
+          policy.select_rows(lv, sel_rows)) {
         if (sel_rows.empty() || sel_rows.back() != n - 1) {
           return Status::error(strfmt("policy %s must propagate the last row at layer %d",
                                       policy.name().c_str(), il));
@@ -335,6 +358,53 @@ struct Session::Impl {
     timing.n_prompt = n_prompt;
     timing.prefill_s = now_s() - t0;
     timing.kv_bytes_after_prefill = kv.bytes();
+    return Status::ok();
+  }
+
+  // prefill() of the same prompt for this session and `others` with one forward pass (run_pass
+  // with several branches).
+  Status prefill_shared(std::span<const int32_t> tokens, std::span<Impl* const> others,
+                        std::vector<float>& logits) {
+    std::vector<Impl*> all = {this};
+    all.insert(all.end(), others.begin(), others.end());
+    for (size_t i = 0; i < all.size(); ++i) {
+      Impl* b = all[i];
+      if (std::find(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(i), b) !=
+          all.begin() + static_cast<std::ptrdiff_t>(i)) {
+        return Status::error("prefill_shared: a session is listed twice");
+      }
+      if (&b->model != &model) return Status::error("prefill_shared: sessions of different models");
+      if (b->prefilled) return Status::error("session already holds a prompt; start a new session");
+      if (b->policy.filter_layer()) {
+        return Status::error(
+            strfmt("policy %s re-prefills selected tokens and cannot share a "
+                   "prompt pass",
+                   b->policy.name().c_str()));
+      }
+      FKV_RETURN_IF_ERROR(b->check_tokens(tokens));
+    }
+    const ModelConfig& c = model.config();
+    const int n_prompt = static_cast<int>(tokens.size());
+    const double t0 = now_s();
+    for (Impl* b : all) {
+      b->kv.reset(c.n_layers, c.n_kv_heads, c.head_dim);
+      b->selection = SelectionRecord();
+      b->selection.method = b->policy.name();
+      b->selection.n_prompt = n_prompt;
+      b->policy.begin_prefill(b->info, n_prompt);
+    }
+    std::vector<int32_t> positions(n_prompt);
+    for (int i = 0; i < n_prompt; ++i) positions[i] = i;
+    PassOptions po;
+    FKV_RETURN_IF_ERROR(run_pass(tokens, positions, n_prompt, po, logits, all));
+    const double elapsed = now_s() - t0;
+    for (Impl* b : all) {
+      b->kv.set_next_pos(n_prompt);
+      b->prefilled = true;
+      b->timing.n_prompt = n_prompt;
+      b->timing.prefill_s = elapsed;
+      b->timing.kv_bytes_after_prefill = b->kv.bytes();
+    }
     return Status::ok();
   }
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -84,6 +85,13 @@ Expected<Protocol> parse_protocol(const std::string& s) {
 const char* protocol_name(Protocol p) { return p == Protocol::kJoint ? "joint" : "context-first"; }
 
 namespace {
+
+// Methods whose prompt pass is the full forward (they differ only in what they cache):
+// Session::prefill_shared runs their prefill once per sample.
+bool shares_prefill(const std::string& method) {
+  return method == "fullkv" || method == "snapkv" || method == "pyramidkv" || method == "adakv" ||
+         method == "streamingllm" || method == "h2o";
+}
 
 std::string row_key(const std::string& task, const std::string& id, const std::string& method,
                     const std::string& protocol) {
@@ -302,26 +310,37 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
   std::set<std::string> done;
   for (const ojson& r : rows) done.insert(row_key(r));
 
-  // Jobs of this shard (samples are dealt round-robin), minus finished rows.
+  // Rows of this shard (samples are dealt round-robin), minus finished rows, as jobs: the
+  // methods of one sample that can share a prompt pass form one job, every other method its own.
   struct Job {
-    int sample, method;
+    int sample;
+    std::vector<int> methods;
   };
   std::vector<Job> jobs;
   RunSummary summary;
-  std::vector<int> shard_samples;
   for (int s = 0; s < static_cast<int>(samples.size()); ++s) {
     if (s % cfg.shard_count != cfg.shard_index) continue;
-    shard_samples.push_back(s);
+    const EvalSample& smp = samples[static_cast<size_t>(s)];
+    Job shared{s, {}};
     for (int m = 0; m < static_cast<int>(cfg.methods.size()); ++m) {
       ++summary.rows_total;
-      const EvalSample& smp = samples[static_cast<size_t>(s)];
-      if (done.count(
-              row_key(smp.task, smp.id, cfg.methods[static_cast<size_t>(m)].spec, protocol))) {
+      const MethodRun& mr = cfg.methods[static_cast<size_t>(m)];
+      if (done.count(row_key(smp.task, smp.id, mr.spec, protocol))) {
         ++summary.rows_skipped;
         continue;
       }
-      jobs.push_back({s, m});
+      if (cfg.share_prefill && shares_prefill(mr.opts.method)) {
+        shared.methods.push_back(m);
+      } else {
+        jobs.push_back({s, {m}});
+      }
     }
+    if (!shared.methods.empty()) jobs.push_back(std::move(shared));
+  }
+  size_t n_rows = 0, max_group = 1;
+  for (const Job& j : jobs) {
+    n_rows += j.methods.size();
+    max_group = std::max(max_group, j.methods.size());
   }
   for (const MethodRun& m : cfg.methods) {  // every method builds for this model, before work
     auto p = make_policy(m.opts, model.policy_info());
@@ -342,7 +361,11 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
   const int total_threads = cfg.threads > 0 ? cfg.threads : cores;
   int workers = cfg.parallel;
   if (workers <= 0) {
-    const double per = session_bytes_estimate(mc, std::max(1, max_tokens + 512));
+    // A shared job holds one cache per method (at most a full one each).
+    const double full_cache =
+        2.0 * mc.n_layers * mc.n_kv_heads * mc.head_dim * 4.0 * (max_tokens + 512);
+    const double per = session_bytes_estimate(mc, std::max(1, max_tokens + 512)) +
+                       static_cast<double>(max_group - 1) * full_cache;
     const int by_mem = std::max(1, static_cast<int>(available_memory_bytes() * 0.6 / per));
     workers = std::min(total_threads, by_mem);
   }
@@ -370,16 +393,15 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
   auto progress = [&](const ojson& row) {  // callers hold mu
     const double el =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    const double eta =
-        finished > 0 ? el / finished * static_cast<double>(jobs.size() - finished) : -1;
+    const double eta = finished > 0 ? el / finished * static_cast<double>(n_rows - finished) : -1;
     const int width = 24;
     const int fill =
-        static_cast<int>(width * static_cast<double>(finished) / std::max<size_t>(1, jobs.size()));
+        static_cast<int>(width * static_cast<double>(finished) / std::max<size_t>(1, n_rows));
     std::string bar(static_cast<size_t>(fill), '#');
     bar.resize(static_cast<size_t>(width), '.');
     std::fprintf(stderr, "%s[eval] [%s] %d/%zu rows  elapsed %s  ETA %s  | %s %s: %.2f%s",
-                 tty ? "\r\033[K" : "", bar.c_str(), finished, jobs.size(),
-                 fmt_duration(el).c_str(), fmt_duration(eta).c_str(), row.value("task", "").c_str(),
+                 tty ? "\r\033[K" : "", bar.c_str(), finished, n_rows, fmt_duration(el).c_str(),
+                 fmt_duration(eta).c_str(), row.value("task", "").c_str(),
                  row.value("method", "").c_str(), row.value("score", 0.0), tty ? "" : "\n");
     std::fflush(stderr);
   };
@@ -387,9 +409,13 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
     std::fprintf(stderr, "[eval] resuming: %d of %d rows already in %s/predictions.jsonl\n",
                  summary.rows_skipped, summary.rows_total, dir.c_str());
   }
-  std::fprintf(stderr, "[eval] %zu rows to run: %d sessions at once x %d kernel threads\n",
-               jobs.size(), workers, kernel_threads);
+  std::fprintf(stderr, "[eval] %zu rows to run: %d sessions at once x %d kernel threads\n", n_rows,
+               workers, kernel_threads);
 
+  using Clock = std::chrono::steady_clock;
+  auto seconds = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
   auto worker = [&]() {
 #ifdef FKV_OPENMP
     omp_set_num_threads(kernel_threads);
@@ -397,94 +423,121 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
     while (!stop.load()) {
       const size_t ji = next.fetch_add(1);
       if (ji >= jobs.size()) return;
-      const Job job = jobs[ji];
+      const Job& job = jobs[ji];
       const EvalSample& s = samples[static_cast<size_t>(job.sample)];
-      const MethodRun& m = cfg.methods[static_cast<size_t>(job.method)];
       const PromptTokens& p = prompts.at(job.sample);
+      std::string where = s.task + "/" + s.id + " [";
+      for (size_t i = 0; i < job.methods.size(); ++i) {
+        if (i) where += ';';
+        where += cfg.methods[static_cast<size_t>(job.methods[i])].spec;
+      }
+      where += "]: ";
       auto fail = [&](const std::string& msg) {
         std::lock_guard<std::mutex> lock(mu);
-        if (first_error.is_ok())
-          first_error = Status::error(s.task + "/" + s.id + " [" + m.spec + "]: " + msg);
+        if (first_error.is_ok()) first_error = Status::error(where + msg);
         stop.store(true);
       };
-      auto policy = make_policy(m.opts, model.policy_info());
-      if (!policy) return fail(policy.error());
+      // One session per method of the job, over the shared model.
+      std::vector<std::unique_ptr<KvPolicy>> policies;
+      std::vector<std::unique_ptr<Session>> sessions;
       SessionOptions so;
       so.max_new_tokens = s.max_new_tokens;
-      Session session(model, **policy, so);
-      std::vector<float> logits;
-      const auto t0 = std::chrono::steady_clock::now();
+      for (int mi : job.methods) {
+        auto policy = make_policy(cfg.methods[static_cast<size_t>(mi)].opts, model.policy_info());
+        if (!policy) return fail(policy.error());
+        policies.push_back(std::move(policy.value()));
+        sessions.push_back(std::make_unique<Session>(model, *policies.back(), so));
+      }
       const std::span<const int32_t> ids(p.ids);
-      if (cfg.protocol == Protocol::kJoint) {
-        if (auto st = session.prefill(ids, logits); !st) return fail(st.message());
+      const std::span<const int32_t> prefix =
+          cfg.protocol == Protocol::kJoint ? ids
+                                           : ids.subspan(0, static_cast<size_t>(p.context_len));
+      std::vector<float> first_logits;
+      const auto t0 = Clock::now();
+      if (sessions.size() == 1) {
+        if (auto st = sessions[0]->prefill(prefix, first_logits); !st) return fail(st.message());
       } else {
-        if (auto st = session.prefill(ids.subspan(0, static_cast<size_t>(p.context_len)), logits);
-            !st)
-          return fail(st.message());
-        if (auto st = session.extend(ids.subspan(static_cast<size_t>(p.context_len)), logits); !st)
+        std::vector<Session*> ptrs;
+        for (auto& ss : sessions) ptrs.push_back(ss.get());
+        if (auto st = Session::prefill_shared(ptrs, prefix, first_logits); !st)
           return fail(st.message());
       }
-      const auto t1 = std::chrono::steady_clock::now();
-      const size_t kv_bytes = session.kv_bytes();
-      std::vector<int32_t> out;
-      for (int step = 0; step < s.max_new_tokens; ++step) {
-        const int32_t next_tok = argmax(logits);
-        bool is_stop = std::find(stop_ids.begin(), stop_ids.end(), next_tok) != stop_ids.end();
-        if (s.stop_on_newline && !newline_ids.empty() && next_tok == newline_ids.back())
-          is_stop = true;
-        if (is_stop) break;
-        out.push_back(next_tok);
-        if (step + 1 == s.max_new_tokens) break;
-        if (auto st = session.decode(next_tok, logits); !st) return fail(st.message());
-      }
-      const auto t2 = std::chrono::steady_clock::now();
-      const std::string prediction = tok.decode(out, /*skip_special_tokens=*/true);
-      auto score = score_sample(s.metric, prediction, s.answers, s.all_classes, s.first_line_only,
-                                cfg.jieba);
-      if (!score) return fail(score.error());
-      ojson row;
-      row["task"] = s.task;
-      row["id"] = s.id;
-      row["method"] = m.spec;
-      row["protocol"] = protocol;
-      row["prediction"] = prediction;
-      row["answers"] = s.answers;
-      row["all_classes"] = s.all_classes.empty() ? ojson(nullptr) : ojson(s.all_classes);
-      row["score"] = *score;
-      row["metric"] = metric_name(s.metric);
-      row["prompt_tokens"] = p.ids.size();
-      row["context_tokens"] = p.context_len;
-      row["truncated"] = p.truncated;
-      row["new_tokens"] = out.size();
-      row["prefill_s"] = std::chrono::duration<double>(t1 - t0).count();
-      row["decode_s"] = std::chrono::duration<double>(t2 - t1).count();
-      row["kv_bytes"] = kv_bytes;
-      row["full_kv_bytes"] =
-          static_cast<size_t>(full_bytes_per_token * static_cast<double>(p.ids.size()));
-      if (s.length > 0) row["length"] = s.length;
-      if (s.depth >= 0) row["depth"] = s.depth;
-      row["sample_index"] = job.sample;
-      row["method_index"] = job.method;
-      std::lock_guard<std::mutex> lock(mu);
-      rows.push_back(row);
-      ++finished;
-      progress(row);
-      // Atomic rewrite of the whole file, at most every 2 s (and at the end): a crash loses at
-      // most the rows of the last 2 s and never leaves a torn line.
-      const auto now = std::chrono::steady_clock::now();
-      if (std::chrono::duration<double>(now - last_flush).count() >= 2.0) {
-        if (auto st = flush(); !st) {
-          if (first_error.is_ok()) first_error = st;
-          stop.store(true);
+      const double prefill_s = seconds(t0, Clock::now());
+      for (size_t bi = 0; bi < sessions.size() && !stop.load(); ++bi) {
+        Session& session = *sessions[bi];
+        const int method_index = job.methods[bi];
+        const MethodRun& m = cfg.methods[static_cast<size_t>(method_index)];
+        std::vector<float> logits = first_logits;
+        const auto t1 = Clock::now();
+        if (cfg.protocol == Protocol::kContextFirst) {
+          if (auto st = session.extend(ids.subspan(static_cast<size_t>(p.context_len)), logits);
+              !st)
+            return fail(st.message());
         }
-        last_flush = now;
+        const auto t2 = Clock::now();
+        const size_t kv_bytes = session.kv_bytes();
+        std::vector<int32_t> out;
+        for (int step = 0; step < s.max_new_tokens; ++step) {
+          const int32_t next_tok = argmax(logits);
+          bool is_stop = std::find(stop_ids.begin(), stop_ids.end(), next_tok) != stop_ids.end();
+          if (s.stop_on_newline && !newline_ids.empty() && next_tok == newline_ids.back())
+            is_stop = true;
+          if (is_stop) break;
+          out.push_back(next_tok);
+          if (step + 1 == s.max_new_tokens) break;
+          if (auto st = session.decode(next_tok, logits); !st) return fail(st.message());
+        }
+        const auto t3 = Clock::now();
+        const std::string prediction = tok.decode(out, /*skip_special_tokens=*/true);
+        auto score = score_sample(s.metric, prediction, s.answers, s.all_classes, s.first_line_only,
+                                  cfg.jieba);
+        if (!score) return fail(score.error());
+        ojson row;
+        row["task"] = s.task;
+        row["id"] = s.id;
+        row["method"] = m.spec;
+        row["protocol"] = protocol;
+        row["prediction"] = prediction;
+        row["answers"] = s.answers;
+        row["all_classes"] = s.all_classes.empty() ? ojson(nullptr) : ojson(s.all_classes);
+        row["score"] = *score;
+        row["metric"] = metric_name(s.metric);
+        row["prompt_tokens"] = p.ids.size();
+        row["context_tokens"] = p.context_len;
+        row["truncated"] = p.truncated;
+        row["new_tokens"] = out.size();
+        // A shared prompt pass is timed once for all its methods.
+        row["prefill_s"] = prefill_s + seconds(t1, t2);
+        row["shared_prefill"] = sessions.size() > 1;
+        row["decode_s"] = seconds(t2, t3);
+        row["kv_bytes"] = kv_bytes;
+        row["full_kv_bytes"] =
+            static_cast<size_t>(full_bytes_per_token * static_cast<double>(p.ids.size()));
+        if (s.length > 0) row["length"] = s.length;
+        if (s.depth >= 0) row["depth"] = s.depth;
+        row["sample_index"] = job.sample;
+        row["method_index"] = method_index;
+        std::lock_guard<std::mutex> lock(mu);
+        rows.push_back(row);
+        ++finished;
+        progress(row);
+        // Atomic rewrite of the whole file, at most every 2 s (and at the end): a crash loses at
+        // most the rows of the last 2 s and never leaves a torn line.
+        const auto now = Clock::now();
+        if (std::chrono::duration<double>(now - last_flush).count() >= 2.0) {
+          if (auto st = flush(); !st) {
+            if (first_error.is_ok()) first_error = st;
+            stop.store(true);
+          }
+          last_flush = now;
+        }
       }
     }
   };
   std::vector<std::thread> pool;
   for (int w = 0; w < workers; ++w) pool.emplace_back(worker);
   for (auto& t : pool) t.join();
-  if (tty && !jobs.empty()) std::fputc('\n', stderr);
+  if (tty && n_rows > 0) std::fputc('\n', stderr);
   {
     std::lock_guard<std::mutex> lock(mu);
     if (!jobs.empty()) FKV_RETURN_IF_ERROR(flush());

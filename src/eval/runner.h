@@ -38,6 +38,7 @@ struct RunConfig {
   int threads = 0;   // total kernel threads (0: all cores)
   int parallel = 0;  // sessions at once (0: as cores and memory allow)
   PromptBuildOptions prompt;
+  bool share_prefill = true;     // one prompt pass per sample for the full-forward methods
   const Jieba* jieba = nullptr;  // needed by the Chinese metrics
   nlohmann::ordered_json meta;   // what run.json records about the run (model, data...)
 };

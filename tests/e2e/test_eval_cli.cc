@@ -217,6 +217,32 @@ TEST(EvalCli, ShardMergeEqualsUnshardedRun) {
   EXPECT_NE(dup.err.find("given twice"), std::string::npos) << dup.err;
 }
 
+TEST(EvalCli, SharedPrefillGivesTheRowsOfSeparatePrefills) {
+  for (const char* protocol : {"joint", "context-first"}) {
+    const std::string shared = fresh_dir(std::string("shared_") + protocol);
+    const std::string separate = fresh_dir(std::string("separate_") + protocol);
+    const std::string args = kNeedleArgs + " --protocol " + protocol +
+                             " --methods 'fullkv;snapkv;adakv;pyramidkv;streamingllm;h2o;fastkv:"
+                             "tsp_layer=2' --retain-rates 0.2";
+    ASSERT_EQ(cli(args + " --out " + shared).code, 0);
+    ASSERT_EQ(cli(args + " --no-share-prefill --out " + separate).code, 0);
+    const auto a = rows_of(shared), b = rows_of(separate);
+    ASSERT_EQ(a.size(), 3u * 7u);
+    ASSERT_EQ(a.size(), b.size());
+    int shared_rows = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      shared_rows += a[i]["shared_prefill"].get<bool>() ? 1 : 0;
+      EXPECT_FALSE(b[i]["shared_prefill"].get<bool>());
+      json x = without_timing(a[i]), y = without_timing(b[i]);
+      x.erase("shared_prefill");
+      y.erase("shared_prefill");
+      EXPECT_EQ(x, y) << i;
+    }
+    EXPECT_EQ(shared_rows, 3 * 6);  // all but fastkv
+    EXPECT_EQ(slurp(shared + "/scores.json"), slurp(separate + "/scores.json"));
+  }
+}
+
 TEST(EvalCli, PlotsAreWrittenWhenMatplotlibIsThere) {
   if (std::system("python3 -c 'import matplotlib' >/dev/null 2>&1") != 0 &&
       std::system("/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") != 0) {

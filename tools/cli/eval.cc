@@ -74,6 +74,9 @@ const std::vector<ArgSpec>& eval_specs() {
       {"jieba-dir", ArgKind::kString,
        "jieba package folder with dict.txt (default $FASTKV_JIEBA_DIR or the Debian path)"},
       {"no-plots", ArgKind::kFlag, "skip the PNG plots (tools/scripts/plot_eval.py)"},
+      {"no-share-prefill", ArgKind::kFlag,
+       "run every method's own prefill (default: fullkv, snapkv, pyramidkv, adakv, streamingllm "
+       "and h2o share one prompt pass per sample; results are identical, bit for bit)"},
   };
   return specs;
 }
@@ -312,6 +315,7 @@ int cmd_eval(const std::vector<std::string>& args) {
     return fail(Status::error("--chat '" + chat_mode + "': expected on or off"));
   }
   rc.prompt.chat = chat_mode == "on";
+  rc.share_prefill = !pa->has("no-share-prefill");
   if (pa->has("chat-template")) {
     auto t = read_text_file(pa->str("chat-template"), "--chat-template", false);
     if (!t) return fail(t.status());
