@@ -1,6 +1,7 @@
 #include "eval/longbench.h"
 
 #include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 
 namespace fkv::eval {
@@ -143,10 +144,9 @@ Expected<std::vector<EvalSample>> read_longbench_files(const std::vector<JsonlFi
                                                        const std::vector<std::string>& tasks,
                                                        int samples) {
   std::vector<EvalSample> out;
+  std::map<std::string, int> taken_of;  // samples taken per task (a file may mix tasks)
   for (const JsonlFile& f : files) {
-    int taken = 0;
     for (const auto& [lineno, line] : f.lines) {
-      if (samples > 0 && taken >= samples) break;
       auto where = [&, lineno = lineno](const std::string& what) {
         return Status::error(strfmt("%s:%d: %s", f.path.c_str(), lineno, what.c_str()));
       };
@@ -155,7 +155,9 @@ Expected<std::vector<EvalSample>> read_longbench_files(const std::vector<JsonlFi
       const std::string dataset = j.contains("dataset") && j["dataset"].is_string()
                                       ? j["dataset"].get<std::string>()
                                       : f.stem;
-      if (!tasks.empty() && std::find(tasks.begin(), tasks.end(), dataset) == tasks.end()) break;
+      if (!tasks.empty() && std::find(tasks.begin(), tasks.end(), dataset) == tasks.end()) continue;
+      int& taken = taken_of[dataset];
+      if (samples > 0 && taken >= samples) continue;
       const LongBenchTask* task = find_longbench_task(dataset);
       if (task == nullptr) return where("unknown LongBench dataset '" + dataset + "'");
       for (const char* field : {"context", "input"}) {
