@@ -258,6 +258,13 @@ TEST(EvalCli, PlotsAreWrittenWhenMatplotlibIsThere) {
   EXPECT_TRUE(fs::exists(out + "/accuracy_vs_kv.png")) << r.err;
 }
 
+TEST(EvalCli, HelpForEvalAndMerge) {
+  for (const char* args : {"eval --help", "eval needle --help", "eval merge --help"}) {
+    CliResult r = cli(std::string(args) + " 2>&1");
+    EXPECT_EQ(r.code, 0) << args;
+  }
+}
+
 TEST(EvalCli, BadInputsGiveClearErrors) {
   const std::string out = fresh_dir("bad");
   const std::string m = " --model " + kStories + " --chat off --out " + out;
