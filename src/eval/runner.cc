@@ -230,7 +230,9 @@ Status write_reports(const std::string& dir, const ojson& meta, std::vector<ojso
   md += strfmt("- rows: %zu (samples x methods)\n", rows.size());
   md +=
       "- score: the task's official metric x 100, mean over samples; KV share: kept KV bytes "
-      "after the prompt / full-cache bytes, mean over samples\n\n";
+      "after the prompt / full-cache bytes, mean over samples; prefill s: rows that shared a "
+      "prompt pass (fullkv, snapkv, pyramidkv, adakv, streamingllm, h2o) all show that one pass "
+      "(per-method speed: the bench tool)\n\n";
   md += "| task |";
   for (const std::string& m : methods) md += " `" + m + "` |";
   md += "\n|---|";
