@@ -3,7 +3,10 @@
 set -euo pipefail
 pkgs=(cmake g++ make pkg-config libgtest-dev nlohmann-json3-dev libpcre2-dev libbenchmark-dev
       clang clang-format libclang-rt-14-dev python3 git libcpp-httplib-dev
-      pybind11-dev python3-dev python3-venv)
+      pybind11-dev python3-dev python3-venv
+      # fastkv eval: jieba's dictionary and HMM tables for the Chinese LongBench metrics (read
+      # at run time, never copied), matplotlib for the plots (eval, bench --plot).
+      python3-jieba python3-matplotlib)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

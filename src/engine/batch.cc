@@ -88,10 +88,9 @@ Status decode_batch(std::span<const BatchItem> items) {
   S.proj.resize(static_cast<size_t>(B) * d);
   S.gate.resize(static_cast<size_t>(B) * c.d_ff);  // [B, d_ff]
   S.up.resize(static_cast<size_t>(B) * c.d_ff);
-  std::vector<const float*> head_k(c.n_kv_heads), head_v(c.n_kv_heads);
-  std::vector<const int32_t*> head_pos(c.n_kv_heads);
-  std::vector<int> head_len(c.n_kv_heads);
-  KeepLists keep;
+  std::vector<bool> reads_cache(B);  // [B] whether each policy reads its decode cache this step
+  for (int b = 0; b < B; ++b)
+    reads_cache[b] = seq[b]->policy.reads_decode_cache(seq[b]->timing.n_decoded);
   for (int il = 0; il < c.n_layers; ++il) {
     const LayerWeights& L = model.layer(il);
     rms_norm_rows(S.x.data(), B, d, L.attn_norm, c.rms_eps, S.xn.data());
@@ -120,31 +119,10 @@ Status decode_batch(std::span<const BatchItem> items) {
       rope_row(kr, c.n_kv_heads, hd, c.rot_dim, pos[b], inv_freq.data(), c.rope_style);
     }
     for (int b = 0; b < B; ++b) {
-      SeqImpl& s = *seq[b];
-      LayerKv& lkv = s.kv.layer(il);
-      lkv.append(S.k.data() + b * kv_dim, S.v.data() + b * kv_dim, pos[b]);
-      for (int g = 0; g < c.n_kv_heads; ++g) {
-        const HeadKv& head = lkv.head(g);
-        head_k[g] = head.k();
-        head_v[g] = head.v();
-        head_pos[g] = head.pos();
-        head_len[g] = head.len();
-      }
-      attention_decode(shape, S.q.data() + b * q_dim, head_k.data(), head_v.data(), head_pos.data(),
-                       head_len.data(), pos[b], S.att.data() + b * q_dim);
-      DecodeView dv;
-      dv.il = il;
-      dv.model = &s.info;
-      dv.pos = pos[b];
-      dv.step = s.timing.n_decoded;
-      dv.q = S.q.data() + b * q_dim;
-      dv.scale = scale;
-      for (int h = 0; h < c.n_kv_heads; ++h) {
-        const HeadKv& head = lkv.head(h);
-        dv.heads.push_back({head.len(), head.k(), head.v(), head.pos()});
-      }
-      keep.clear();
-      if (s.policy.on_decode(dv, keep)) lkv.retain(keep, s.opts.max_new_tokens);
+      // The same per-row step as Session::decode (append, attention, decode-time policy).
+      seq[b]->decode_layer_attention(il, S.k.data() + b * kv_dim, S.v.data() + b * kv_dim,
+                                     S.q.data() + b * q_dim, pos[b], reads_cache[b],
+                                     S.att.data() + b * q_dim);
     }
     // SeqImpl::attn_out_and_mlp over the B rows (elementwise steps per row, as for one).
     matmul_rows(S.att.data(), B, q_dim, L.wo, S.proj.data(), d);
@@ -296,12 +274,12 @@ bool SteppedPrefill::run_piece() {
 
 // ---- admission bound ----
 
-size_t kv_bytes_per_row(const ModelConfig& c) {
-  return static_cast<size_t>(c.n_layers) * c.n_kv_heads * c.head_dim * 2 * sizeof(float);
+size_t kv_bytes_per_row(const ModelConfig& c, DType kv_dtype) {
+  return static_cast<size_t>(c.n_layers) * c.n_kv_heads * 2 * dtype_row_bytes(kv_dtype, c.head_dim);
 }
 
 size_t worst_case_kv_bytes(const PolicyOptions& o, const ModelConfig& c, int n_prompt,
-                           int max_new_tokens) {
+                           int max_new_tokens, DType kv_dtype) {
   const std::string& m = o.method;
   const int window = o.window.value_or(kvp::kDefaultWindow);
   // Budget::of: the count, or floor(N * r) as the reference's int(N * r).
@@ -347,7 +325,7 @@ size_t worst_case_kv_bytes(const PolicyOptions& o, const ModelConfig& c, int n_p
     if (b > window) rows = 2 * b;
   }
   rows = std::min<int64_t>(rows, n_prompt) + std::max(0, max_new_tokens);
-  return static_cast<size_t>(rows) * kv_bytes_per_row(c);
+  return static_cast<size_t>(rows) * kv_bytes_per_row(c, kv_dtype);
 }
 
 }  // namespace fkv

@@ -88,10 +88,10 @@ class SteppedPrefill {
 // budget: fullkv and pyramidinfer keep up to the whole prompt; snapkv, h2o, adakv, streamingllm,
 // fastkv and gemfilter at most their budget, pyramidkv at most twice it, and all of them the whole
 // prompt when the budget does not exceed the rows they protect (their guards))
-// plus max_new_tokens decode rows, over every layer and KV head, K and V in f32.
+// plus max_new_tokens decode rows, over every layer and KV head, K and V in the cache dtype.
 size_t worst_case_kv_bytes(const PolicyOptions& opts, const ModelConfig& config, int n_prompt,
-                           int max_new_tokens);
-// Bytes one decode row adds over all layers and KV heads (K and V).
-size_t kv_bytes_per_row(const ModelConfig& config);
+                           int max_new_tokens, DType kv_dtype = SessionOptions().kv_dtype);
+// Bytes one decode row adds over all layers and KV heads (K and V) in the cache dtype.
+size_t kv_bytes_per_row(const ModelConfig& config, DType kv_dtype = SessionOptions().kv_dtype);
 
 }  // namespace fkv

@@ -36,6 +36,13 @@ Session::~Session() = default;
 Status Session::prefill(std::span<const int32_t> tokens, std::vector<float>& logits) {
   return impl_->prefill(tokens, logits, false);
 }
+Status Session::prefill_shared(std::span<Session* const> sessions, std::span<const int32_t> tokens,
+                               std::vector<float>& logits) {
+  if (sessions.empty()) return Status::error("prefill_shared: no sessions");
+  std::vector<Impl*> others;
+  for (size_t i = 1; i < sessions.size(); ++i) others.push_back(sessions[i]->impl_.get());
+  return sessions[0]->impl_->prefill_shared(tokens, others, logits);
+}
 Status Session::prefill_all_logits(std::span<const int32_t> tokens, std::vector<float>& logits) {
   return impl_->prefill(tokens, logits, true);
 }

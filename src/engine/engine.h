@@ -71,6 +71,13 @@ class Session {
   // would. Positions 0..depth-1; next_pos() = depth (GemFilter: its kept count). Timing is not
   // touched. Replaces prefill (one or the other per session).
   Status fill_random(int depth, uint64_t seed);
+  // Prefills one prompt into several sessions of one model with a single forward pass, for
+  // methods whose prompt pass is the full forward and differ only in what they cache (fullkv,
+  // snapkv, pyramidkv, adakv, streamingllm, h2o): every session ends with exactly the cache,
+  // selection and logits its own prefill() gives (logits: [n_vocab], the same for all). Methods
+  // that propagate a subset of rows (fastkv, pyramidinfer) or re-prefill (gemfilter) are refused.
+  static Status prefill_shared(std::span<Session* const> sessions, std::span<const int32_t> tokens,
+                               std::vector<float>& logits);
   // Full-prompt logits for every position (no compression; test/oracle helper).
   Status prefill_all_logits(std::span<const int32_t> tokens, std::vector<float>& logits);
 

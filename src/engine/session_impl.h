@@ -67,6 +67,11 @@ struct Session::Impl {
   // Scratch, sized on demand and reused.
   std::vector<float> xn, q, k, v, att, proj, gate, up;
   std::vector<std::vector<float>> decode_k_f32, decode_v_f32;  // [n_kv_heads][len * head_dim]
+  // decode_layer_attention's per-head cache views ([n_kv_heads] each) and keep lists.
+  std::vector<const void*> head_k_view, head_v_view;
+  std::vector<const int32_t*> head_pos_view;
+  std::vector<int> head_len_view;
+  KeepLists decode_keep;
 
   Impl(const Model& m, KvPolicy& p, const SessionOptions& o)
       : model(m), policy(p), opts(o), info(m.policy_info()) {}
@@ -223,10 +228,17 @@ struct Session::Impl {
     return lv;
   }
 
+  // One prompt pass. `branches` are the sessions whose caches this pass fills (default: this
+  // one). With several, the forward runs once here and every branch's policy selects its own
+  // rows from the same layer view, so each cache equals the one its own pass would build; only
+  // policies that never propagate a subset of rows (no TSP / PyramidInfer) can share a pass.
   Status run_pass(std::span<const int32_t> tokens, std::vector<int32_t> positions, int n_prompt,
-                  const PassOptions& po, std::vector<float>& logits) {
+                  const PassOptions& po, std::vector<float>& logits,
+                  std::span<Impl* const> branches = {}) {
     const ModelConfig& c = model.config();
     const int d = c.d_model;
+    Impl* const self_branch[1] = {this};
+    if (branches.empty()) branches = self_branch;
     Rows rows;
     embed(tokens, rows.x);
     rows.pos = std::move(positions);
@@ -249,32 +261,48 @@ struct Session::Impl {
         policy.select_prompt(lv, *po.prompt_select);
         return Status::ok();
       }
-      keep.clear();
-      const bool compress = po.apply_policy && policy.select_kv(lv, keep);
-      if (compress) {
-        if (keep.n_heads() != c.n_kv_heads) {
-          return Status::error(
-              strfmt("policy %s returned keep lists for %d heads at layer %d, model "
-                     "has %d KV heads",
-                     policy.name().c_str(), keep.n_heads(), il, c.n_kv_heads));
+      for (Impl* b : branches) {
+        LayerView blv = lv;
+        blv.model = &b->info;
+        keep.clear();
+        const bool compress = po.apply_policy && b->policy.select_kv(blv, keep);
+        if (compress) {
+          if (keep.n_heads() != c.n_kv_heads) {
+            return Status::error(
+                strfmt("policy %s returned keep lists for %d heads at layer %d, model "
+                       "has %d KV heads",
+                       b->policy.name().c_str(), keep.n_heads(), il, c.n_kv_heads));
+          }
+        }
+        b->kv.layer(il).write_prefill(k.data(), v.data(),
+                                      static_cast<int64_t>(c.n_kv_heads) * c.head_dim, rows.pos,
+                                      compress ? &keep : nullptr, b->opts.max_new_tokens);
+        SelectionRecord::Layer rec;
+        rec.layer = il;
+        rec.n_in = n;
+        for (int h = 0; h < c.n_kv_heads; ++h) {
+          const HeadKv& head = b->kv.layer(il).head(h);
+          std::vector<int32_t> kept(head.len());
+          for (int i = 0; i < head.len(); ++i) kept[i] = to_prompt(head.pos()[i]);
+          rec.kept.push_back(std::move(kept));
+        }
+        b->selection.layers.push_back(std::move(rec));
+      }
+      if (branches.size() > 1 && po.apply_policy && il + 1 < c.n_layers) {
+        for (Impl* b : branches) {
+          sel_rows.clear();
+          if (b->policy.select_rows(lv, sel_rows)) {
+            return Status::error(
+                strfmt("policy %s propagates a subset of rows at layer %d and "
+                       "cannot share a prompt pass",
+                       b->policy.name().c_str(), il));
+          }
         }
       }
-      kv.layer(il).write_prefill(k.data(), v.data(),
-                                 static_cast<int64_t>(c.n_kv_heads) * c.head_dim, rows.pos,
-                                 compress ? &keep : nullptr, opts.max_new_tokens);
-      SelectionRecord::Layer rec;
-      rec.layer = il;
-      rec.n_in = n;
-      for (int h = 0; h < c.n_kv_heads; ++h) {
-        const HeadKv& head = kv.layer(il).head(h);
-        std::vector<int32_t> kept(head.len());
-        for (int i = 0; i < head.len(); ++i) kept[i] = to_prompt(head.pos()[i]);
-        rec.kept.push_back(std::move(kept));
-      }
-      selection.layers.push_back(std::move(rec));
       attn_out_and_mlp(L, n, rows.x);
       sel_rows.clear();
-      if (po.apply_policy && il + 1 < c.n_layers && policy.select_rows(lv, sel_rows)) {
+      if (branches.size() == 1 && po.apply_policy && il + 1 < c.n_layers &&
+          policy.select_rows(lv, sel_rows)) {
         if (sel_rows.empty() || sel_rows.back() != n - 1) {
           return Status::error(strfmt("policy %s must propagate the last row at layer %d",
                                       policy.name().c_str(), il));
@@ -398,6 +426,113 @@ struct Session::Impl {
     return Status::ok();
   }
 
+  // prefill() of the same prompt for this session and `others` with one forward pass (run_pass
+  // with several branches).
+  Status prefill_shared(std::span<const int32_t> tokens, std::span<Impl* const> others,
+                        std::vector<float>& logits) {
+    std::vector<Impl*> all = {this};
+    all.insert(all.end(), others.begin(), others.end());
+    for (size_t i = 0; i < all.size(); ++i) {
+      Impl* b = all[i];
+      if (std::find(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(i), b) !=
+          all.begin() + static_cast<std::ptrdiff_t>(i)) {
+        return Status::error("prefill_shared: a session is listed twice");
+      }
+      if (&b->model != &model) return Status::error("prefill_shared: sessions of different models");
+      if (b->prefilled) return Status::error("session already holds a prompt; start a new session");
+      if (b->policy.filter_layer()) {
+        return Status::error(
+            strfmt("policy %s re-prefills selected tokens and cannot share a "
+                   "prompt pass",
+                   b->policy.name().c_str()));
+      }
+      FKV_RETURN_IF_ERROR(b->check_tokens(tokens));
+      FKV_RETURN_IF_ERROR(b->check_kv_dtype());
+    }
+    const ModelConfig& c = model.config();
+    const int n_prompt = static_cast<int>(tokens.size());
+    const double t0 = now_s();
+    for (Impl* b : all) {
+      b->kv.reset(c.n_layers, c.n_kv_heads, c.head_dim, b->opts.kv_dtype);
+      b->selection = SelectionRecord();
+      b->selection.method = b->policy.name();
+      b->selection.n_prompt = n_prompt;
+      b->policy.begin_prefill(b->info, n_prompt);
+    }
+    std::vector<int32_t> positions(n_prompt);
+    for (int i = 0; i < n_prompt; ++i) positions[i] = i;
+    PassOptions po;
+    FKV_RETURN_IF_ERROR(run_pass(tokens, positions, n_prompt, po, logits, all));
+    const double elapsed = now_s() - t0;
+    for (Impl* b : all) {
+      b->kv.set_next_pos(n_prompt);
+      b->prefilled = true;
+      b->timing.n_prompt = n_prompt;
+      b->timing.prefill_s = elapsed;
+      b->timing.kv_bytes_after_prefill = b->kv.bytes();
+    }
+    return Status::ok();
+  }
+
+  // One decoded row of layer il for this sequence: appends its K/V ([n_kv_heads * head_dim]
+  // each) at position p, attends q ([n_heads * head_dim]) over each head's cache into att
+  // ([n_heads * head_dim]) and lets the policy compact the cache (PyramidInfer). Shared by
+  // decode() and the multi-sequence step (batch.cc), so both compute a row identically.
+  void decode_layer_attention(int il, const float* k_row, const float* v_row, const float* q_row,
+                              int32_t p, bool policy_reads_cache, float* att_out) {
+    const ModelConfig& c = model.config();
+    const int hd = c.head_dim;
+    LayerKv& lkv = kv.layer(il);
+    lkv.append(k_row, v_row, p);
+    // Per-KV-head cache views for the attention kernel ([n_kv_heads] each), in the cache dtype.
+    head_k_view.resize(c.n_kv_heads);
+    head_v_view.resize(c.n_kv_heads);
+    head_pos_view.resize(c.n_kv_heads);
+    head_len_view.resize(c.n_kv_heads);
+    for (int g = 0; g < c.n_kv_heads; ++g) {
+      const HeadKv& head = lkv.head(g);
+      head_k_view[g] = head.k_data();
+      head_v_view[g] = head.v_data();
+      head_pos_view[g] = head.pos();
+      head_len_view[g] = head.len();
+    }
+    attention_decode_kv(attention_shape(c, scale()), kv.dtype(), q_row, head_k_view.data(),
+                        head_v_view.data(), head_pos_view.data(), head_len_view.data(), p, att_out);
+    DecodeView dv;
+    dv.il = il;
+    dv.model = &info;
+    dv.pos = p;
+    dv.step = timing.n_decoded;
+    dv.q = q_row;
+    dv.scale = scale();
+    if (policy_reads_cache && kv.dtype() != DType::kF32) {
+      decode_k_f32.resize(c.n_kv_heads);
+      decode_v_f32.resize(c.n_kv_heads);
+    }
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      const HeadKv& head = lkv.head(h);
+      const float* hk = nullptr;
+      const float* hv = nullptr;
+      if (policy_reads_cache) {
+        if (kv.dtype() == DType::kF32) {
+          hk = head.k();
+          hv = head.v();
+        } else {
+          // The policy scores the widened (f16/bf16-rounded) rows the attention read.
+          decode_k_f32[h].resize(static_cast<size_t>(head.len()) * hd);
+          decode_v_f32[h].resize(static_cast<size_t>(head.len()) * hd);
+          head.k_to_f32(hd, decode_k_f32[h].data());
+          head.v_to_f32(hd, decode_v_f32[h].data());
+          hk = decode_k_f32[h].data();
+          hv = decode_v_f32[h].data();
+        }
+      }
+      dv.heads.push_back({head.len(), hk, hv, head.pos()});
+    }
+    decode_keep.clear();
+    if (policy.on_decode(dv, decode_keep)) lkv.retain(decode_keep, opts.max_new_tokens);
+  }
+
   Status decode(int32_t token, std::vector<float>& logits) {
     if (!prefilled) return Status::error("decode before prefill");
     const ModelConfig& c = model.config();
@@ -417,62 +552,14 @@ struct Session::Impl {
     const int32_t tok[1] = {token};
     embed(tok, x);
     const int32_t pos_arr[1] = {p};
-    KeepLists keep;
-    // Per-KV-head cache views for the attention kernel ([n_kv_heads] each), in the cache dtype.
-    std::vector<const void*> head_k(c.n_kv_heads), head_v(c.n_kv_heads);
-    std::vector<const int32_t*> head_pos(c.n_kv_heads);
-    std::vector<int> head_len(c.n_kv_heads);
     const bool policy_reads_cache = policy.reads_decode_cache(timing.n_decoded);
     for (int il = 0; il < c.n_layers; ++il) {
       const LayerWeights& L = model.layer(il);
       xn.resize(d);
       rms_norm_rows(x.data(), 1, d, L.attn_norm, c.rms_eps, xn.data());
       qkv(L, 1, pos_arr);
-      LayerKv& lkv = kv.layer(il);
-      lkv.append(k.data(), v.data(), p);
       att.resize(static_cast<size_t>(c.n_heads) * hd);
-      for (int g = 0; g < c.n_kv_heads; ++g) {
-        const HeadKv& head = lkv.head(g);
-        head_k[g] = head.k_data();
-        head_v[g] = head.v_data();
-        head_pos[g] = head.pos();
-        head_len[g] = head.len();
-      }
-      attention_decode_kv(attention_shape(c, scale()), kv.dtype(), q.data(), head_k.data(),
-                          head_v.data(), head_pos.data(), head_len.data(), p, att.data());
-      DecodeView dv;
-      dv.il = il;
-      dv.model = &info;
-      dv.pos = p;
-      dv.step = timing.n_decoded;
-      dv.q = q.data();
-      dv.scale = scale();
-      if (policy_reads_cache && kv.dtype() != DType::kF32) {
-        decode_k_f32.resize(c.n_kv_heads);
-        decode_v_f32.resize(c.n_kv_heads);
-      }
-      for (int h = 0; h < c.n_kv_heads; ++h) {
-        const HeadKv& head = lkv.head(h);
-        const float* hk = nullptr;
-        const float* hv = nullptr;
-        if (policy_reads_cache) {
-          if (kv.dtype() == DType::kF32) {
-            hk = head.k();
-            hv = head.v();
-          } else {
-            // The policy scores the widened (f16/bf16-rounded) rows the attention read.
-            decode_k_f32[h].resize(static_cast<size_t>(head.len()) * hd);
-            decode_v_f32[h].resize(static_cast<size_t>(head.len()) * hd);
-            head.k_to_f32(hd, decode_k_f32[h].data());
-            head.v_to_f32(hd, decode_v_f32[h].data());
-            hk = decode_k_f32[h].data();
-            hv = decode_v_f32[h].data();
-          }
-        }
-        dv.heads.push_back({head.len(), hk, hv, head.pos()});
-      }
-      keep.clear();
-      if (policy.on_decode(dv, keep)) lkv.retain(keep, opts.max_new_tokens);
+      decode_layer_attention(il, k.data(), v.data(), q.data(), p, policy_reads_cache, att.data());
       attn_out_and_mlp(L, 1, x);
     }
     logits_of(x, 0, 1, logits);

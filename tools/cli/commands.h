@@ -10,5 +10,6 @@ int cmd_bench(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_tokenize(const std::vector<std::string>& args);
 int cmd_serve(const std::vector<std::string>& args);
+int cmd_eval(const std::vector<std::string>& args);
 
 }  // namespace fkv::cli

@@ -24,6 +24,8 @@ const std::vector<Command>& commands() {
       {"tokenize", fkv::cli::cmd_tokenize, "print the token ids of a text"},
       {"serve", fkv::cli::cmd_serve,
        "OpenAI-compatible HTTP server with continuous batching and per-request KV compression"},
+      {"eval", fkv::cli::cmd_eval,
+       "accuracy of KV methods: needle, RULER, LongBench (official metrics); merge shards"},
   };
   return table;
 }
