@@ -459,8 +459,9 @@ def admission_tests():
             assert s.stop() == 0
 
     def kv_memory():
-        # stories260K: 5 layers x 4 KV heads x 8 dims x 2 x 4 bytes = 1280 bytes per row.
-        limit = 1280 * 1200
+        # stories260K: 5 layers x 4 KV heads x 8 dims x K and V x 2 bytes (f16 cache, the
+        # default) = 640 bytes per row.
+        limit = 640 * 1200
         s = Server(STORIES, "--kv-memory", str(limit), "--parallel", "4")
         try:
             prompt = "Once upon a time " * 100  # ~500 tokens
