@@ -185,7 +185,9 @@ def stream_request(port, ids, n_decode, out, extra=None):
                         if j.get("usage"):
                             rec["usage"] = j["usage"]
                         for ch in j.get("choices", []):
-                            if ch.get("text"):
+                            # Every token is one event, also those whose text is empty (a
+                            # special token or a partial UTF-8 character): count them all.
+                            if ch.get("finish_reason") is None or ch.get("text"):
                                 rec["times"].append(time.perf_counter())
         conn.close()
     except Exception as e:  # noqa: BLE001 - reported in the results
