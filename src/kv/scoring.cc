@@ -4,14 +4,19 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/dispatch.h"
+
 namespace fkv {
 
 namespace {
 
-float dot(const float* a, const float* b, int d) {
-  float s = 0.0f;
-  for (int t = 0; t < d; ++t) s += a[t] * b[t];
-  return s;
+// logits[j] = q . k_j for j < n_keys: one row of Q K^T through the ISA's small-GEMM micro-kernel
+// (register-blocked over keys, vectorised over head_dim), so that scoring costs what attention
+// costs rather than a scalar loop per dot.
+void key_logits(const KernelTable& kt, const float* q, const float* k, int64_t k_stride, int n_keys,
+                int head_dim, float* logits) {
+  if (n_keys <= 0) return;
+  kt.gemm_f32(q, 1, head_dim, k, n_keys, k_stride, head_dim, logits, n_keys);
 }
 
 struct Dims {
@@ -31,18 +36,10 @@ Dims dims_of(const LayerView& lv) {
 
 void softmax_row(const float* q, const float* k, int64_t k_stride, int n_keys, int head_dim,
                  float scale, float* p) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int j = 0; j < n_keys; ++j) {
-    p[j] = dot(q, k + j * k_stride, head_dim) * scale;
-    mx = std::max(mx, p[j]);
-  }
-  double sum = 0.0;
-  for (int j = 0; j < n_keys; ++j) {
-    p[j] = std::exp(p[j] - mx);
-    sum += p[j];
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (int j = 0; j < n_keys; ++j) p[j] *= inv;
+  const KernelTable& kt = active_kernels();
+  key_logits(kt, q, k, k_stride, n_keys, head_dim, p);
+  for (int j = 0; j < n_keys; ++j) p[j] *= scale;
+  kt.softmax_inplace(p, n_keys);
 }
 
 void pool1d(std::span<const float> in, int kernel, Pooling pooling, std::span<float> out) {
@@ -92,7 +89,7 @@ void window_scores_per_query_head(const LayerView& lv, int window, int kernel, P
       const int r = m + i;  // causal: the row sees keys 0..r
       softmax_row(lv.qrow(r) + h * d.head_dim, lv.k + g * d.head_dim, lv.k_stride, r + 1,
                   d.head_dim, lv.scale, p.data());
-      for (int j = 0; j < m; ++j) raw[j] += p[j];
+      active_kernels().add_inplace(raw.data(), p.data(), m);
     }
     pool1d(raw, kernel, pooling,
            {s_q.data() + static_cast<int64_t>(h) * m, static_cast<size_t>(m)});
@@ -119,21 +116,10 @@ void accumulated_attention(const LayerView& lv, std::vector<float>& s_q) {
     const float* kh = lv.k + (h / d.group) * d.head_dim;
     float* col = s_q.data() + static_cast<int64_t>(h) * n;
     for (int i = 0; i < n; ++i) {
-      const float* q = lv.qrow(i) + h * d.head_dim;
-      // Row i's causal softmax: logits, their max, exp(l - max) once, then normalise into the
-      // column sums (one exp per element; the sum is accumulated in double).
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int j = 0; j <= i; ++j) {
-        l[j] = dot(q, kh + j * lv.k_stride, d.head_dim) * lv.scale;
-        mx = std::max(mx, l[j]);
-      }
-      double sum = 0.0;
-      for (int j = 0; j <= i; ++j) {
-        l[j] = std::exp(l[j] - mx);
-        sum += l[j];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int j = 0; j <= i; ++j) col[j] += l[j] * inv;
+      // Row i's causal softmax over keys 0..i, normalised, added into the column sums.
+      softmax_row(lv.qrow(i) + h * d.head_dim, kh, lv.k_stride, i + 1, d.head_dim, lv.scale,
+                  l.data());
+      active_kernels().add_inplace(col, l.data(), i + 1);
     }
   }
 }
@@ -143,10 +129,12 @@ void last_query_logit_sum(const LayerView& lv, std::vector<float>& s) {
   const int n = lv.n_rows;
   s.assign(n, 0.0f);
   const float* q_last = lv.qrow(n - 1);
+  const KernelTable& kt = active_kernels();
+  std::vector<float> logits(n);  // [n] one head's raw logits
   for (int h = 0; h < d.n_heads; ++h) {
     const float* kh = lv.k + (h / d.group) * d.head_dim;
-    for (int j = 0; j < n; ++j)
-      s[j] += dot(q_last + h * d.head_dim, kh + j * lv.k_stride, d.head_dim);
+    key_logits(kt, q_last + h * d.head_dim, kh, lv.k_stride, n, d.head_dim, logits.data());
+    kt.add_inplace(s.data(), logits.data(), n);
   }
 }
 
