@@ -19,6 +19,27 @@ void key_logits(const KernelTable& kt, const float* q, const float* k, int64_t k
   kt.gemm_f32(q, 1, head_dim, k, n_keys, k_stride, head_dim, logits, n_keys);
 }
 
+// Query rows per block of causal_softmax_block: the block's keys are read once for all its rows.
+constexpr int kScoreRowBlock = 16;
+
+// Causal softmax of query rows [r0, r0 + nb) of one head against keys [0, r0 + nb): row r of the
+// block gets p[(r - r0) * ld + j] = softmax_j(scale * q_r . k_j) over j <= r (entries past r are
+// garbage). One GEMM for the block (keys past a row's own are computed and ignored: at most nb - 1
+// per row), then one vectorised softmax per row.  p : [nb, ld], ld >= r0 + nb.
+void causal_softmax_block(const KernelTable& kt, const float* q, int64_t q_stride, int r0, int nb,
+                          const float* k, int64_t k_stride, int head_dim, float scale, float* p,
+                          int64_t ld) {
+  const int n_keys = r0 + nb;
+  kt.gemm_f32(q + static_cast<int64_t>(r0) * q_stride, nb, q_stride, k, n_keys, k_stride, head_dim,
+              p, ld);
+  for (int b = 0; b < nb; ++b) {
+    float* row = p + b * ld;
+    const int visible = r0 + b + 1;
+    for (int j = 0; j < visible; ++j) row[j] *= scale;
+    kt.softmax_inplace(row, visible);
+  }
+}
+
 struct Dims {
   int n_heads, n_kv_heads, head_dim, group;
 };
@@ -83,13 +104,16 @@ void window_scores_per_query_head(const LayerView& lv, int window, int kernel, P
   // Heads are independent (and each sums in a fixed order), so threads do not change results.
 #pragma omp parallel for schedule(static) if (static_cast <int64_t>(n) * window > 4096)
   for (int h = 0; h < d.n_heads; ++h) {
-    std::vector<float> p(n), raw(m, 0.0f);  // p: one softmax row; raw: this head's column sums
+    const KernelTable& kt = active_kernels();
     const int g = h / d.group;
-    for (int i = 0; i < window; ++i) {
-      const int r = m + i;  // causal: the row sees keys 0..r
-      softmax_row(lv.qrow(r) + h * d.head_dim, lv.k + g * d.head_dim, lv.k_stride, r + 1,
-                  d.head_dim, lv.scale, p.data());
-      active_kernels().add_inplace(raw.data(), p.data(), m);
+    std::vector<float> p(static_cast<size_t>(kScoreRowBlock) * n);  // [block, n] softmax rows
+    std::vector<float> raw(m, 0.0f);                                // [m] this head's column sums
+    for (int i0 = 0; i0 < window; i0 += kScoreRowBlock) {
+      const int nb = std::min(kScoreRowBlock, window - i0);
+      // Window rows m + i see keys 0..m + i (causal); the first m columns are the scored ones.
+      causal_softmax_block(kt, lv.q + h * d.head_dim, lv.q_stride, m + i0, nb,
+                           lv.k + g * d.head_dim, lv.k_stride, d.head_dim, lv.scale, p.data(), n);
+      for (int b = 0; b < nb; ++b) kt.add_inplace(raw.data(), p.data() + b * n, m);
     }
     pool1d(raw, kernel, pooling,
            {s_q.data() + static_cast<int64_t>(h) * m, static_cast<size_t>(m)});
@@ -112,14 +136,16 @@ void accumulated_attention(const LayerView& lv, std::vector<float>& s_q) {
   s_q.assign(static_cast<size_t>(d.n_heads) * n, 0.0f);
 #pragma omp parallel for schedule(static) if (n > 64)
   for (int h = 0; h < d.n_heads; ++h) {
-    std::vector<float> l(n);  // [n] logits of one query row; the only per-row scratch
+    const KernelTable& kt = active_kernels();
+    std::vector<float> p(static_cast<size_t>(kScoreRowBlock) * n);  // [block, n]: O(n) scratch
     const float* kh = lv.k + (h / d.group) * d.head_dim;
     float* col = s_q.data() + static_cast<int64_t>(h) * n;
-    for (int i = 0; i < n; ++i) {
-      // Row i's causal softmax over keys 0..i, normalised, added into the column sums.
-      softmax_row(lv.qrow(i) + h * d.head_dim, kh, lv.k_stride, i + 1, d.head_dim, lv.scale,
-                  l.data());
-      active_kernels().add_inplace(col, l.data(), i + 1);
+    for (int i0 = 0; i0 < n; i0 += kScoreRowBlock) {
+      const int nb = std::min(kScoreRowBlock, n - i0);
+      // Rows i0.. i0 + nb - 1: causal softmax over keys 0..i, normalised, added into the sums.
+      causal_softmax_block(kt, lv.q + h * d.head_dim, lv.q_stride, i0, nb, kh, lv.k_stride,
+                           d.head_dim, lv.scale, p.data(), n);
+      for (int b = 0; b < nb; ++b) kt.add_inplace(col, p.data() + b * n, i0 + b + 1);
     }
   }
 }
