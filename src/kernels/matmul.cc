@@ -38,9 +38,9 @@ constexpr int64_t kSmallNChunk = 12;
 // Output rows per work item of the quantised-dot path when n >= kSmallN.
 constexpr int64_t kQDotPrefillTileRows = 96;
 // From this many x rows the bf16-dot path packs x into panels (gemm_bf16dot); below, each row goes
-// through gemv_bf16dot, whose cost per row equals a panel's only when the panel is full, and whose
-// bits are the 1-row product's.
-constexpr int64_t kBf16DotPanelMinN = 16;
+// through gemv_bf16dot (the 1-row product's bits), which re-reads the weights per row: measured on
+// 8192 x 2048, 8 rows by gemv take as long as a 16-row panel (docs/KERNELS.md).
+constexpr int64_t kBf16DotPanelMinN = 8;
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
 

@@ -91,60 +91,59 @@ inline __m512i broadcast_pair(const uint8_t* p) {
 }
 
 // Prefill micro-kernel: NW weight rows (one bf16 pair broadcast at a time) x one panel of 32 x
-// rows (two vectors of 16 pairs). Each output is one f32 chain over the column pairs.
-template <int NW>
+// rows (NV = 2 vectors of 16 pairs; NV = 1 when the panel holds at most 16 rows, which halves the
+// work of a short last panel). Each output is one f32 chain over the column pairs, the same for
+// NV = 1 and 2, so a row's bits do not depend on the panel's fill.
+template <int NW, int NV>
 void panel_block(const uint32_t* panel, int64_t nx, const uint8_t* w, size_t row_bytes,
                  int64_t cols, float* y, int64_t y_stride) {
-  __m512 acc[NW][2];
-  for (int r = 0; r < NW; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  __m512 acc[NW][NV];
+  for (int r = 0; r < NW; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
   const int64_t full_pairs = cols / 2;
   for (int64_t q = 0; q < full_pairs; ++q) {
-    const __m512i x0 = _mm512_loadu_si512(panel + q * 32);
-    const __m512i x1 = _mm512_loadu_si512(panel + q * 32 + 16);
+    __m512i xv[NV];
+    for (int v = 0; v < NV; ++v) xv[v] = _mm512_loadu_si512(panel + q * 32 + 16 * v);
     for (int r = 0; r < NW; ++r) {
       const __m512i wv = broadcast_pair(w + r * row_bytes + 4 * q);
-      acc[r][0] = dp(acc[r][0], x0, wv);
-      acc[r][1] = dp(acc[r][1], x1, wv);
+      for (int v = 0; v < NV; ++v) acc[r][v] = dp(acc[r][v], xv[v], wv);
     }
   }
   if (cols % 2 != 0) {
     // The last column alone: its pair's odd half is zero in x, and zero (not the next row's first
     // element, which may be Inf or NaN) in w.
-    const __m512i x0 = _mm512_loadu_si512(panel + full_pairs * 32);
-    const __m512i x1 = _mm512_loadu_si512(panel + full_pairs * 32 + 16);
+    __m512i xv[NV];
+    for (int v = 0; v < NV; ++v) xv[v] = _mm512_loadu_si512(panel + full_pairs * 32 + 16 * v);
     for (int r = 0; r < NW; ++r) {
       uint16_t h;
       std::memcpy(&h, w + r * row_bytes + 4 * full_pairs, 2);
       const __m512i wv = _mm512_set1_epi32(static_cast<int>(h));
-      acc[r][0] = dp(acc[r][0], x0, wv);
-      acc[r][1] = dp(acc[r][1], x1, wv);
+      for (int v = 0; v < NV; ++v) acc[r][v] = dp(acc[r][v], xv[v], wv);
     }
   }
   // acc[r] holds column r of y for the panel's rows: transpose through a small buffer.
-  alignas(64) float t[NW][32];
-  for (int r = 0; r < NW; ++r) {
-    _mm512_store_ps(t[r], acc[r][0]);
-    _mm512_store_ps(t[r] + 16, acc[r][1]);
-  }
+  alignas(64) float t[NW][16 * NV];
+  for (int r = 0; r < NW; ++r)
+    for (int v = 0; v < NV; ++v) _mm512_store_ps(t[r] + 16 * v, acc[r][v]);
   for (int64_t i = 0; i < nx; ++i)
     for (int r = 0; r < NW; ++r) y[i * y_stride + r] = t[r][i];
 }
 
-// 12 rows: 24 accumulators + 2 x vectors + 1 broadcast of the 32 zmm registers. -D overrides for
-// tuning.
+// 12 rows: 24 accumulators + 2 x vectors + 1 broadcast of the 32 zmm registers (a kernel loop at
+// ~90% of this core's measured vdpbf16ps peak, docs/KERNELS.md). -D overrides for tuning.
 #ifndef FKV_BF16DOT_BW
 #define FKV_BF16DOT_BW 12
 #endif
 constexpr int kPanelBlockW = FKV_BF16DOT_BW;
 
-template <int NW = kPanelBlockW>
+template <int NV, int NW = kPanelBlockW>
 void panel_w_rows(int64_t nw, const uint32_t* panel, int64_t nx, const uint8_t* w, size_t row_bytes,
                   int64_t cols, float* y, int64_t y_stride) {
   if constexpr (NW > 0) {
     if (nw == NW) {
-      panel_block<NW>(panel, nx, w, row_bytes, cols, y, y_stride);
+      panel_block<NW, NV>(panel, nx, w, row_bytes, cols, y, y_stride);
     } else {
-      panel_w_rows<NW - 1>(nw, panel, nx, w, row_bytes, cols, y, y_stride);
+      panel_w_rows<NV, NW - 1>(nw, panel, nx, w, row_bytes, cols, y, y_stride);
     }
   }
 }
@@ -157,8 +156,13 @@ void gemm_bf16dot_avx512(const uint32_t* xp, int64_t n, const uint8_t* w, size_t
     const uint32_t* panel = xp + (i0 / kXPanel) * panel_words;
     for (int64_t r0 = 0; r0 < nr; r0 += kPanelBlockW) {
       const int64_t nw = nr - r0 < kPanelBlockW ? nr - r0 : kPanelBlockW;
-      panel_w_rows(nw, panel, nx, w + r0 * row_bytes, row_bytes, cols, y + i0 * y_stride + r0,
-                   y_stride);
+      const uint8_t* wb = w + r0 * row_bytes;
+      float* yb = y + i0 * y_stride + r0;
+      if (nx > 16) {
+        panel_w_rows<2>(nw, panel, nx, wb, row_bytes, cols, yb, y_stride);
+      } else {
+        panel_w_rows<1>(nw, panel, nx, wb, row_bytes, cols, yb, y_stride);
+      }
     }
   }
 }

@@ -195,8 +195,9 @@ TEST(Bf16Dot, MatmulMatchesTheScalarTwin) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-2.0f, 2.0f);
   double worst = 0;  // largest |got - ref| / tolerance seen, for the log
-  // n: 1 (decode), below the 16-row panel switch, one short/over a panel, several panels.
-  for (int64_t n : {1, 2, 5, 15, 16, 17, 31, 32, 33, 70}) {
+  // n: 1 (decode), below the 8-row panel switch, half panels (<= 16 rows), one short of / over a
+  // full panel, several panels with a half and a full last one.
+  for (int64_t n : {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 48, 70}) {
     for (int64_t cols : {1, 2, 3, 31, 33, 64, 95, 130}) {
       for (int64_t rows : {1, 3, 13, 25, 61}) {
         SCOPED_TRACE(testing::Message() << "n=" << n << " cols=" << cols << " rows=" << rows);
@@ -223,8 +224,8 @@ TEST(Bf16Dot, MatmulMatchesTheScalarTwin) {
           }
           for (int64_t r = rows; r < y_stride; ++r) ASSERT_EQ(got[i * y_stride + r], -7.0f);
         }
-        // Below the panel switch each row is the one-row (decode) product, bit for bit.
-        if (n > 1 && n < 16) {
+        // Below the panel switch (8 rows) each row is the one-row (decode) product, bit for bit.
+        if (n > 1 && n < 8) {
           for (int64_t i = 0; i < n; ++i) {
             std::vector<float> alone(static_cast<size_t>(rows));
             matmul_with(*k, x.data() + i * x_stride, 1, x_stride, bw.w, alone.data(), rows);
@@ -235,6 +236,26 @@ TEST(Bf16Dot, MatmulMatchesTheScalarTwin) {
     }
   }
   std::printf("worst |got - twin| / tolerance: %.3f\n", worst);
+}
+
+// From the panel switch on, a row's bits depend only on the row: a half-filled last panel (one
+// vector per weight row) runs the same chains as a full one.
+TEST(Bf16Dot, PanelRowsDoNotDependOnN) {
+  const KernelTable* k = bf16dot_kernel_table();
+  if (k == nullptr) GTEST_SKIP() << "CPU lacks AVX512_BF16";
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const int64_t cols = 77, rows = 37, n_max = 64;
+  const Bf16Weight bw = make_weight(rng, rows, cols, 1);
+  std::vector<float> x(static_cast<size_t>(n_max * cols));
+  for (auto& v : x) v = u(rng);
+  std::vector<float> full(static_cast<size_t>(n_max * rows));
+  matmul_with(*k, x.data(), n_max, cols, bw.w, full.data(), rows);
+  for (int64_t n : {8, 9, 16, 17, 40, 48, 63}) {
+    std::vector<float> part(static_cast<size_t>(n * rows));
+    matmul_with(*k, x.data(), n, cols, bw.w, part.data(), rows);
+    EXPECT_EQ(0, std::memcmp(part.data(), full.data(), part.size() * 4)) << "n=" << n;
+  }
 }
 
 // Long rows: the bound grows with cols, so check it is still met (and not vacuous) where the f32
