@@ -37,9 +37,11 @@ constexpr int64_t kSmallN = 8;
 constexpr int64_t kSmallNChunk = 12;
 // Output rows per work item of the quantised-dot path when n >= kSmallN.
 constexpr int64_t kQDotPrefillTileRows = 96;
-// From this many x rows the bf16-dot path packs x into panels (gemm_bf16dot); below, each row goes
-// through gemv_bf16dot (the 1-row product's bits), which re-reads the weights per row: measured on
-// 8192 x 2048, 8 rows by gemv take as long as a 16-row panel (docs/KERNELS.md).
+// The bf16-dot path packs x rows into panels of kXPanel (gemm_bf16dot), except a last partial panel
+// of fewer than this many rows: those rows go through gemv_bf16dot (the 1-row product's bits),
+// which re-reads the weights per row (measured on 8192 x 2048: 8 rows by gemv take as long as a
+// 16-row panel, docs/KERNELS.md). A row's bits thus depend only on its position within its panel's
+// fill, so prefill chunks of whole panels give the bits of one chunk.
 constexpr int64_t kBf16DotPanelMinN = 8;
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
@@ -98,11 +100,12 @@ QDotFn quant_dot_for(const KernelTable& k, DType t, int64_t n) {
   return f != nullptr ? f : quant_dot_fn(t, QDotIsa::kScalar);
 }
 
-// x rounded to bf16 for the bf16-dot kernels, shared read-only by the workers of one call: packed
-// panels (n >= kBf16DotPanelMinN in matmul) or one padded row per x row.
+// x rounded to bf16 for the bf16-dot kernels, shared read-only by the workers of one call: x rows
+// [0, panel_rows) packed in panels, rows [panel_rows, n) one padded row each.
 struct Bf16X {
-  const uint32_t* panels = nullptr;  // pack_x_bf16_panels layout
-  const uint16_t* rows = nullptr;    // [n, row_stride] bf16, zero past cols
+  const uint32_t* panels = nullptr;  // pack_x_bf16_panels layout of panel_rows rows
+  int64_t panel_rows = 0;
+  const uint16_t* rows = nullptr;  // [n - panel_rows, row_stride] bf16, zero past cols
   int64_t row_stride = 0;
 };
 
@@ -110,39 +113,46 @@ bool uses_bf16dot(const KernelTable& k, const WeightMatrix& w) {
   return k.gemm_bf16dot != nullptr && w.dtype == DType::kBF16;
 }
 
+// panels: whether matmul's panel form may be used (false: every row as its own 1-row product).
 Bf16X round_x_bf16(const KernelTable& k, const float* x, int64_t n, int64_t x_stride, int64_t cols,
                    bool panels) {
   Bf16X out;
   if (panels) {
+    const int64_t tail = n % kXPanel;
+    out.panel_rows = tail >= kBf16DotPanelMinN ? n : n - tail;
+  }
+  if (out.panel_rows > 0) {
     thread_local std::vector<uint32_t> buf;
     const size_t words =
-        static_cast<size_t>((n + kXPanel - 1) / kXPanel * bf16_pairs(cols) * kXPanel);
+        static_cast<size_t>((out.panel_rows + kXPanel - 1) / kXPanel * bf16_pairs(cols) * kXPanel);
     if (buf.size() < words) buf.resize(words);
-    pack_x_bf16_panels(k, x, n, x_stride, cols, buf.data());
+    pack_x_bf16_panels(k, x, out.panel_rows, x_stride, cols, buf.data());
     out.panels = buf.data();
-    return out;
   }
-  thread_local std::vector<uint16_t> buf;
-  out.row_stride = (cols + 31) / 32 * 32;
-  if (buf.size() < static_cast<size_t>(n * out.row_stride)) {
-    buf.resize(static_cast<size_t>(n * out.row_stride));
+  if (out.panel_rows < n) {
+    thread_local std::vector<uint16_t> buf;
+    const int64_t nrows = n - out.panel_rows;
+    out.row_stride = (cols + 31) / 32 * 32;
+    if (buf.size() < static_cast<size_t>(nrows * out.row_stride)) {
+      buf.resize(static_cast<size_t>(nrows * out.row_stride));
+    }
+    for (int64_t i = 0; i < nrows; ++i) {
+      k.round_row_bf16(x + (out.panel_rows + i) * x_stride, cols, buf.data() + i * out.row_stride);
+    }
+    out.rows = buf.data();
   }
-  for (int64_t i = 0; i < n; ++i)
-    k.round_row_bf16(x + i * x_stride, cols, buf.data() + i * out.row_stride);
-  out.rows = buf.data();
   return out;
 }
 
 // One tile of output rows [r0, r0 + nr) of the bf16-dot path.
 void bf16dot_tile(const KernelTable& k, int64_t n, const Bf16X& xb, const WeightMatrix& w,
                   int64_t r0, int64_t nr, float* y, int64_t y_stride) {
-  if (xb.panels != nullptr) {
-    k.gemm_bf16dot(xb.panels, n, w.row(r0), w.row_bytes, nr, w.cols, y + r0, y_stride);
-    return;
+  if (xb.panel_rows > 0) {
+    k.gemm_bf16dot(xb.panels, xb.panel_rows, w.row(r0), w.row_bytes, nr, w.cols, y + r0, y_stride);
   }
-  for (int64_t i = 0; i < n; ++i) {
-    k.gemv_bf16dot(xb.rows + i * xb.row_stride, w.row(r0), w.row_bytes, nr, w.cols,
-                   y + i * y_stride + r0);
+  for (int64_t i = xb.panel_rows; i < n; ++i) {
+    k.gemv_bf16dot(xb.rows + (i - xb.panel_rows) * xb.row_stride, w.row(r0), w.row_bytes, nr,
+                   w.cols, y + i * y_stride + r0);
   }
 }
 
@@ -339,7 +349,7 @@ void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stri
   Bf16X xb_storage;
   const Bf16X* xb = nullptr;
   if (uses_bf16dot(k, w)) {
-    xb_storage = round_x_bf16(k, x, n, x_stride, w.cols, n >= kBf16DotPanelMinN);
+    xb_storage = round_x_bf16(k, x, n, x_stride, w.cols, true);
     xb = &xb_storage;
   } else if (k.gemm_xpacked != nullptr && n >= kXPanel) {
     const int64_t n_packed = n / kXPanel * kXPanel;

@@ -196,8 +196,8 @@ TEST(Bf16Dot, MatmulMatchesTheScalarTwin) {
   std::uniform_real_distribution<float> u(-2.0f, 2.0f);
   double worst = 0;  // largest |got - ref| / tolerance seen, for the log
   // n: 1 (decode), below the 8-row panel switch, half panels (<= 16 rows), one short of / over a
-  // full panel, several panels with a half and a full last one.
-  for (int64_t n : {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 48, 70}) {
+  // full panel, several panels with a half, a short (by gemv) and a full last one.
+  for (int64_t n : {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 39, 48, 64, 70}) {
     for (int64_t cols : {1, 2, 3, 31, 33, 64, 95, 130}) {
       for (int64_t rows : {1, 3, 13, 25, 61}) {
         SCOPED_TRACE(testing::Message() << "n=" << n << " cols=" << cols << " rows=" << rows);
@@ -224,9 +224,9 @@ TEST(Bf16Dot, MatmulMatchesTheScalarTwin) {
           }
           for (int64_t r = rows; r < y_stride; ++r) ASSERT_EQ(got[i * y_stride + r], -7.0f);
         }
-        // Below the panel switch (8 rows) each row is the one-row (decode) product, bit for bit.
-        if (n > 1 && n < 8) {
-          for (int64_t i = 0; i < n; ++i) {
+        // Rows of a last partial panel under 8 rows are the one-row (decode) product, bit for bit.
+        if (n > 1 && n % kXPanel < 8) {
+          for (int64_t i = n / kXPanel * kXPanel; i < n; ++i) {
             std::vector<float> alone(static_cast<size_t>(rows));
             matmul_with(*k, x.data() + i * x_stride, 1, x_stride, bw.w, alone.data(), rows);
             ASSERT_EQ(0, std::memcmp(alone.data(), got.data() + i * y_stride, rows * 4));
@@ -238,9 +238,11 @@ TEST(Bf16Dot, MatmulMatchesTheScalarTwin) {
   std::printf("worst |got - twin| / tolerance: %.3f\n", worst);
 }
 
-// From the panel switch on, a row's bits depend only on the row: a half-filled last panel (one
-// vector per weight row) runs the same chains as a full one.
-TEST(Bf16Dot, PanelRowsDoNotDependOnN) {
+// A row's bits depend only on where it sits: in a whole panel, or a last partial panel of >= 8
+// rows (the same chains, one vector per weight row when <= 16), it gets the panel bits whatever
+// n is; in a last partial panel of < 8 rows, the 1-row product's. So prefill chunks of whole
+// panels give the bits of one chunk.
+TEST(Bf16Dot, RowBitsDependOnlyOnThePanelFill) {
   const KernelTable* k = bf16dot_kernel_table();
   if (k == nullptr) GTEST_SKIP() << "CPU lacks AVX512_BF16";
   std::mt19937 rng(11);
@@ -251,10 +253,19 @@ TEST(Bf16Dot, PanelRowsDoNotDependOnN) {
   for (auto& v : x) v = u(rng);
   std::vector<float> full(static_cast<size_t>(n_max * rows));
   matmul_with(*k, x.data(), n_max, cols, bw.w, full.data(), rows);
-  for (int64_t n : {8, 9, 16, 17, 40, 48, 63}) {
+  for (int64_t n : {1, 3, 7, 8, 9, 16, 17, 32, 33, 39, 40, 48, 63}) {
     std::vector<float> part(static_cast<size_t>(n * rows));
     matmul_with(*k, x.data(), n, cols, bw.w, part.data(), rows);
-    EXPECT_EQ(0, std::memcmp(part.data(), full.data(), part.size() * 4)) << "n=" << n;
+    const int64_t whole = n / kXPanel * kXPanel;
+    const bool tail_by_gemv = n - whole < 8;
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<float> want(full.begin() + i * rows, full.begin() + (i + 1) * rows);
+      if (i >= whole && tail_by_gemv) {
+        matmul_with(*k, x.data() + i * cols, 1, cols, bw.w, want.data(), rows);
+      }
+      ASSERT_EQ(0, std::memcmp(part.data() + i * rows, want.data(), rows * 4))
+          << "n=" << n << " row " << i;
+    }
   }
 }
 
