@@ -79,6 +79,11 @@ run longbench-joint longbench --samples "$SAMPLES_LB" --max-length "$LB_MAXLEN" 
   echo "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')). Scores are the"
   echo "official metric x 100 (docs/EVAL.md); each folder below holds predictions.jsonl (every"
   echo "answer), scores.json, summary.md and the plots."
+  # What the numbers say is written by hand beside them (kept across reruns of this script).
+  if [[ -f $OUT/notes.md ]]; then
+    echo
+    cat "$OUT/notes.md"
+  fi
   for n in needle-joint needle-context-first ruler-joint ruler-context-first longbench-joint; do
     d="$OUT/$n/"
     [[ -f $d/summary.md ]] || continue
