@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "core/thread_pool.h"
+
 namespace fkv {
 
 namespace {
@@ -84,19 +86,23 @@ void window_scores_per_query_head(const LayerView& lv, int window, int kernel, P
   const int m = n - window;
   s_q.assign(static_cast<size_t>(d.n_heads) * m, 0.0f);
   // Heads are independent (and each sums in a fixed order), so threads do not change results.
-#pragma omp parallel for schedule(static) if (static_cast <int64_t>(n) * window > 4096)
-  for (int h = 0; h < d.n_heads; ++h) {
-    std::vector<float> p(n), raw(m, 0.0f);  // p: one softmax row; raw: this head's column sums
-    const int g = h / d.group;
-    for (int i = 0; i < window; ++i) {
-      const int r = m + i;  // causal: the row sees keys 0..r
-      softmax_row(lv.qrow(r) + h * d.head_dim, lv.k + g * d.head_dim, lv.k_stride, r + 1,
-                  d.head_dim, lv.scale, p.data());
-      for (int j = 0; j < m; ++j) raw[j] += p[j];
-    }
-    pool1d(raw, kernel, pooling,
-           {s_q.data() + static_cast<int64_t>(h) * m, static_cast<size_t>(m)});
-  }
+  const int threads = static_cast<int64_t>(n) * window > 4096 ? 0 : 1;
+  parallel_for(d.n_heads,
+               [&](int64_t head) {
+                 const int h = static_cast<int>(head);
+                 std::vector<float> p(n),
+                     raw(m, 0.0f);  // p: one softmax row; raw: this head's column sums
+                 const int g = h / d.group;
+                 for (int i = 0; i < window; ++i) {
+                   const int r = m + i;  // causal: the row sees keys 0..r
+                   softmax_row(lv.qrow(r) + h * d.head_dim, lv.k + g * d.head_dim, lv.k_stride,
+                               r + 1, d.head_dim, lv.scale, p.data());
+                   for (int j = 0; j < m; ++j) raw[j] += p[j];
+                 }
+                 pool1d(raw, kernel, pooling,
+                        {s_q.data() + static_cast<int64_t>(h) * m, static_cast<size_t>(m)});
+               },
+               {.grain = 1, .max_threads = threads});
 }
 
 void window_scores(const LayerView& lv, int window, int kernel, Pooling pooling,
@@ -113,29 +119,31 @@ void accumulated_attention(const LayerView& lv, std::vector<float>& s_q) {
   const Dims d = dims_of(lv);
   const int n = lv.n_rows;
   s_q.assign(static_cast<size_t>(d.n_heads) * n, 0.0f);
-#pragma omp parallel for schedule(static) if (n > 64)
-  for (int h = 0; h < d.n_heads; ++h) {
-    std::vector<float> l(n);  // [n] logits of one query row; the only per-row scratch
-    const float* kh = lv.k + (h / d.group) * d.head_dim;
-    float* col = s_q.data() + static_cast<int64_t>(h) * n;
-    for (int i = 0; i < n; ++i) {
-      const float* q = lv.qrow(i) + h * d.head_dim;
-      // Row i's causal softmax: logits, their max, exp(l - max) once, then normalise into the
-      // column sums (one exp per element; the sum is accumulated in double).
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int j = 0; j <= i; ++j) {
-        l[j] = dot(q, kh + j * lv.k_stride, d.head_dim) * lv.scale;
-        mx = std::max(mx, l[j]);
-      }
-      double sum = 0.0;
-      for (int j = 0; j <= i; ++j) {
-        l[j] = std::exp(l[j] - mx);
-        sum += l[j];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int j = 0; j <= i; ++j) col[j] += l[j] * inv;
-    }
-  }
+  parallel_for(d.n_heads,
+               [&](int64_t head) {
+                 const int h = static_cast<int>(head);
+                 std::vector<float> l(n);  // [n] logits of one query row; the only per-row scratch
+                 const float* kh = lv.k + (h / d.group) * d.head_dim;
+                 float* col = s_q.data() + static_cast<int64_t>(h) * n;
+                 for (int i = 0; i < n; ++i) {
+                   const float* q = lv.qrow(i) + h * d.head_dim;
+                   // Row i's causal softmax: logits, their max, exp(l - max) once, then normalise
+                   // into the column sums (one exp per element; the sum is accumulated in double).
+                   float mx = -std::numeric_limits<float>::infinity();
+                   for (int j = 0; j <= i; ++j) {
+                     l[j] = dot(q, kh + j * lv.k_stride, d.head_dim) * lv.scale;
+                     mx = std::max(mx, l[j]);
+                   }
+                   double sum = 0.0;
+                   for (int j = 0; j <= i; ++j) {
+                     l[j] = std::exp(l[j] - mx);
+                     sum += l[j];
+                   }
+                   const float inv = static_cast<float>(1.0 / sum);
+                   for (int j = 0; j <= i; ++j) col[j] += l[j] * inv;
+                 }
+               },
+               {.grain = 1, .max_threads = n > 64 ? 0 : 1});
 }
 
 void last_query_logit_sum(const LayerView& lv, std::vector<float>& s) {

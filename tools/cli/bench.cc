@@ -337,7 +337,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   }
   ctx.model_dtype = model_dtype_of(*model);
   ctx.isa = active_kernels().name;
-  ctx.omp_wait = openmp_wait_description();
+  ctx.pool_wait = pool_wait_description();
   ctx.weight_bytes = model->weight_bytes();
   ctx.config = model->config();
 
