@@ -2,6 +2,7 @@
 
 #include <linux/futex.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -58,6 +59,35 @@ int configured_spin_us() {
   }();
   return us;
 }
+
+// Whether a worker may spin: not while the machine is oversubscribed. A worker that the kernel
+// preempted (involuntary context switches, getrusage RUSAGE_THREAD) kPreemptionsToStopSpinning
+// times within one kSpinCheckPeriod shares its core with another runnable thread, and its spinning
+// would take time from that thread (often the caller it waits for): it then sleeps at once until a
+// period passes with fewer preemptions. On an idle machine a spinning thread is hardly ever
+// preempted.
+constexpr auto kSpinCheckPeriod = std::chrono::milliseconds(200);
+constexpr long kPreemptionsToStopSpinning = 2;
+
+class SpinGate {
+ public:
+  bool spin_allowed(Clock::time_point now) {
+    if (now >= next_check_) {
+      rusage ru{};
+      if (::getrusage(RUSAGE_THREAD, &ru) == 0) {
+        allowed_ = ru.ru_nivcsw - last_preemptions_ < kPreemptionsToStopSpinning;
+        last_preemptions_ = ru.ru_nivcsw;
+      }
+      next_check_ = now + kSpinCheckPeriod;
+    }
+    return allowed_;
+  }
+
+ private:
+  Clock::time_point next_check_{};
+  long last_preemptions_ = 0;
+  bool allowed_ = true;
+};
 
 // True while this thread runs a chunk (always on pool workers): parallel_for then runs inline.
 thread_local bool t_in_task = false;
@@ -142,11 +172,12 @@ class ThreadPool {
 
   void worker_main() {
     t_in_task = true;
+    SpinGate gate;
     uint32_t seen = 0;  // the last epoch this worker looked at
     for (;;) {
       const uint64_t s = state_.load(std::memory_order_acquire);
       if (epoch_of(s) == seen) {
-        if (!wait_for_job(seen)) return;
+        if (!wait_for_job(seen, gate)) return;
         continue;
       }
       if (chunk_of(s) == kClosed) {  // being posted
@@ -162,10 +193,12 @@ class ThreadPool {
     }
   }
 
-  // Spins up to spin_us_, then sleeps, until an epoch after `seen` is posted. False on shutdown.
-  bool wait_for_job(uint32_t seen) {
-    if (spin_us_ > 0) {
-      const Clock::time_point deadline = Clock::now() + std::chrono::microseconds(spin_us_);
+  // Spins up to spin_us_ (unless `gate` says the core is contended), then sleeps, until an epoch
+  // after `seen` is posted. False on shutdown.
+  bool wait_for_job(uint32_t seen, SpinGate& gate) {
+    const Clock::time_point now = Clock::now();
+    if (spin_us_ > 0 && gate.spin_allowed(now)) {
+      const Clock::time_point deadline = now + std::chrono::microseconds(spin_us_);
       for (int i = 1;; ++i) {
         if (stop_.load(std::memory_order_relaxed)) return false;
         if (epoch_of(state_.load(std::memory_order_relaxed)) != seen) return true;
@@ -279,7 +312,8 @@ Expected<int> pool_spin_us_from_env() {
 
 std::string pool_wait_description() {
   const int us = configured_spin_us();
-  return "pool spin=" + std::to_string(us) + "us" + (us == 0 ? " (sleep at once)" : "");
+  return "pool spin=" + std::to_string(us) + "us" +
+         (us == 0 ? " (sleep at once)" : ", none while preempted");
 }
 
 namespace pool_detail {
