@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/check.h"
 #include "core/thread_pool.h"
 
 namespace {
@@ -162,6 +163,21 @@ TEST(ThreadPool, ExceptionPropagatesToTheCaller) {
     fkv::parallel_for(100, [&](int64_t) { count.fetch_add(1); }, {.grain = 1});
     EXPECT_EQ(count.load(), 100) << threads;
   }
+}
+
+// FKV_CHECK aborts the process with its message whichever thread ran the chunk (invariants are
+// not recoverable); ordinary exceptions propagate (above).
+TEST(ThreadPool, FailedCheckInsideATaskAbortsWithItsMessage) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        fkv::set_num_threads(2);
+        fkv::parallel_for(
+            64,
+            [](int64_t i) { FKV_CHECK(i != 40, "index %lld is bad", static_cast<long long>(i)); },
+            {.grain = 1});
+      },
+      "index 40 is bad");
 }
 
 TEST(ThreadPool, ResizeAndShutdownWithSleepingWorkers) {
