@@ -64,8 +64,16 @@ int bench_threads() {
   return env ? std::atoi(env) : 1;
 }
 
-void bm_matmul(benchmark::State& state, Isa isa, DType t, int64_t rows, int64_t cols, int64_t n) {
-  const KernelTable* k = kernel_table(isa);
+// The matmul variants: the three ISAs, then avx512+bf16dot (bf16 weights only).
+constexpr int kMatmulVariants = 4;
+const char* const kMatmulVariantNames[kMatmulVariants] = {"scalar", "avx2", "avx512", "avx512bf16"};
+const KernelTable* matmul_variant(int i) {
+  return i < kNumIsas ? kernel_table(static_cast<Isa>(i)) : bf16dot_kernel_table();
+}
+
+void bm_matmul(benchmark::State& state, int variant, DType t, int64_t rows, int64_t cols,
+               int64_t n) {
+  const KernelTable* k = matmul_variant(variant);
   if (k == nullptr) {
     state.SkipWithError("variant not supported on this CPU");
     return;
@@ -99,28 +107,43 @@ void register_all() {
     int64_t rows, cols;
   };
   const Shape shapes[] = {{"up_1536x576", 1536, 576}, {"down_576x1536", 576, 1536}};
-  const Isa isas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512};
-  const char* isa_names[] = {"scalar", "avx2", "avx512"};
   for (DType t : {DType::kF32, DType::kBF16, DType::kF16, DType::kQ4_1, DType::kQ8_0}) {
+    // The bf16-dot variant differs from avx512 only on bf16 weights.
+    const int variants = t == DType::kBF16 ? kMatmulVariants : kNumIsas;
     for (const Shape& s : shapes) {
       for (int64_t n : {1, 128}) {
-        for (int i = 0; i < 3; ++i) {
+        for (int i = 0; i < variants; ++i) {
           const std::string name = std::string("matmul/") + dtype_name(t) + "/" + s.name + "/n" +
-                                   std::to_string(n) + "/" + isa_names[i];
-          auto* b =
-              benchmark::RegisterBenchmark(name.c_str(), bm_matmul, isas[i], t, s.rows, s.cols, n);
+                                   std::to_string(n) + "/" + kMatmulVariantNames[i];
+          auto* b = benchmark::RegisterBenchmark(name.c_str(), bm_matmul, i, t, s.rows, s.cols, n);
           b->Unit(benchmark::kMicrosecond);
           if (wall) b->UseRealTime();
         }
       }
     }
     // The LM head at decode: 49152 x 576, the largest single weight read per token.
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < variants; ++i) {
       const std::string name =
-          std::string("matmul/") + dtype_name(t) + "/lmhead_49152x576/n1/" + isa_names[i];
-      auto* b = benchmark::RegisterBenchmark(name.c_str(), bm_matmul, isas[i], t, 49152, 576, 1);
+          std::string("matmul/") + dtype_name(t) + "/lmhead_49152x576/n1/" + kMatmulVariantNames[i];
+      auto* b = benchmark::RegisterBenchmark(name.c_str(), bm_matmul, i, t, 49152, 576, 1);
       b->Unit(benchmark::kMicrosecond);
       if (wall) b->UseRealTime();
+    }
+  }
+  // Llama-3.2-1B's MLP in bf16 (the synthetic bench model): the f32 path against vdpbf16ps, at
+  // decode, around the bf16-dot panel switch (n = 16) and at prefill sizes.
+  const Shape llama[] = {{"llama1b_up_8192x2048", 8192, 2048},
+                         {"llama1b_down_2048x8192", 2048, 8192}};
+  for (const Shape& s : llama) {
+    for (int64_t n : {1, 4, 8, 15, 16, 32, 128, 512}) {
+      for (int i = 2; i < kMatmulVariants; ++i) {
+        const std::string name = std::string("matmul/bf16/") + s.name + "/n" + std::to_string(n) +
+                                 "/" + kMatmulVariantNames[i];
+        auto* b = benchmark::RegisterBenchmark(name.c_str(), bm_matmul, i, DType::kBF16, s.rows,
+                                               s.cols, n);
+        b->Unit(benchmark::kMillisecond);
+        if (wall) b->UseRealTime();
+      }
     }
   }
 }

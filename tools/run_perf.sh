@@ -25,14 +25,16 @@
 #   e2e       ~25 min  1B bf16 at 8K: fastkv prefill + 128 decoded vs llama.cpp -pg 8192,128
 #   (all: ~4.7 h; the report is rebuilt after every call, so sections can be spread over runs)
 # Threads: FKV_PERF_THREADS (default 2). Models: FASTKV_MODEL_DIR / ~/.cache/fastkv/models for
-# SmolLM2, FKV_PERF_MODELS (default /work/models) for the synthetic GGUFs.
+# SmolLM2, FKV_PERF_MODELS (default /work/models) for the synthetic GGUFs. FKV_BIN: the fastkv binary
+# (default build/fastkv). Hand-written notes on a run go in docs/results/perf/notes.md: the report
+# appends that file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 THREADS=${FKV_PERF_THREADS:-2}
 OUT=docs/results/perf
 MODELS=${FKV_PERF_MODELS:-/work/models}
-FASTKV=build/fastkv
+FASTKV=${FKV_BIN:-build/fastkv}  # a copy keeps a long run safe from rebuilds
 SMOL="${FASTKV_MODEL_DIR:-$HOME/.cache/fastkv/models}/SmolLM2-135M-Instruct.Q4_1.gguf"
 B1_BF16="$MODELS/llama-3.2-1b.bf16.gguf"
 B1_Q4_0="$MODELS/llama-3.2-1b.q4_0.gguf"

@@ -66,8 +66,6 @@ Status decode_batch(std::span<const BatchItem> items) {
   const int hd = c.head_dim;
   const int64_t q_dim = static_cast<int64_t>(c.n_heads) * hd;
   const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * hd;
-  const float scale = seq[0]->scale();
-  const AttentionShape shape = attention_shape(c, scale);
   const std::vector<float>& inv_freq = model.rope_inv_freq();
   std::vector<int32_t> pos(B);  // [B] position of each row: that sequence's prompt length + step
   for (int b = 0; b < B; ++b) pos[b] = seq[b]->kv.next_pos();

@@ -171,12 +171,8 @@ const AttentionKernels* attention_kernels(Isa isa) {
 
 const AttentionKernels& active_attention_kernels() {
   static const AttentionKernels* const k = [] {
-    const char* name = active_kernels().name;
-    for (int i = kNumIsas - 1; i > 0; --i) {
-      const AttentionKernels* a = attention_kernels(static_cast<Isa>(i));
-      if (a != nullptr && std::strcmp(a->name, name) == 0) return a;
-    }
-    return &portable_attention_kernels();
+    const AttentionKernels* a = attention_kernels(active_isa());
+    return a != nullptr ? a : &portable_attention_kernels();
   }();
   return *k;
 }

@@ -1,6 +1,9 @@
 // Per-ISA kernel tables. Every variant built into the binary is reachable explicitly (tests compare
 // each against the scalar twin); the unqualified kernels in ops.h / matmul.h use active_kernels(),
-// chosen once from the CPU's features (override with FKV_ISA=scalar|avx2|avx512).
+// chosen once from the CPU's features (override with FKV_ISA=scalar|avx2|avx512|avx512bf16).
+// "avx512+bf16dot" is the AVX-512 table plus vdpbf16ps kernels for bf16 weights (activations
+// rounded to bf16, as ggml computes bf16 products); it is picked by default where the CPU has
+// AVX512_BF16, and FKV_BF16_DOT=0 or FKV_ISA=avx512 keeps the exact f32 path.
 #pragma once
 
 #include <cstddef>
@@ -46,6 +49,18 @@ struct KernelTable {
   //   xp : [ceil(n / kXPanel), cols, kXPanel]; y[i * y_stride + r] for i < n, r < nr.
   void (*gemm_xpacked)(const float* xp, int64_t n, const float* w, int64_t nr, int64_t w_stride,
                        int64_t cols, float* y, int64_t y_stride);
+
+  // ---- bf16-dot form for bf16 weights (nullptr except in the avx512+bf16dot variant) ----
+  // x is rounded once per matmul call to bf16 (round_row_bf16, the twin is round_to_bf16_dot);
+  // products of bf16 pairs accumulate in f32 (vdpbf16ps), straight from the stored weight rows.
+  //   xb : [round_up(cols, 32)] bf16, zero past cols.
+  void (*round_row_bf16)(const float* x, int64_t cols, uint16_t* xb);
+  // Decode / small n: y[r] = dot(xb, bf16 row r) for r < nr.
+  void (*gemv_bf16dot)(const uint16_t* xb, const uint8_t* w, size_t row_bytes, int64_t nr,
+                       int64_t cols, float* y);
+  // Prefill: xp packed by pack_x_bf16_panels; y[i * y_stride + r] for i < n, r < nr.
+  void (*gemm_bf16dot)(const uint32_t* xp, int64_t n, const uint8_t* w, size_t row_bytes,
+                       int64_t nr, int64_t cols, float* y, int64_t y_stride);
 };
 
 // x rows per packed panel of gemm_xpacked.
@@ -54,12 +69,28 @@ inline constexpr int64_t kXPanel = 32;
 // ceil(n / kXPanel) * cols * kXPanel floats.
 void pack_x_panels(const float* x, int64_t n, int64_t x_stride, int64_t cols, float* xp);
 
+// bf16-dot panels: word xp[p][q][l] holds the bf16 pair (x[i][2q], x[i][2q + 1]) of row
+// i = p * kXPanel + l (low half the even column), zero past row n and past column cols. xp holds
+// ceil(n / kXPanel) * bf16_pairs(cols) * kXPanel words; k.round_row_bf16 does the rounding.
+inline int64_t bf16_pairs(int64_t cols) { return (cols + 1) / 2; }
+void pack_x_bf16_panels(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
+                        int64_t cols, uint32_t* xp);
+// The scalar twin of round_row_bf16 (what vcvtne2ps2bf16 does): round to nearest even, bf16
+// denormals become signed zero (the instruction's DAZ/FTZ), NaN stays a quiet NaN.
+uint16_t round_to_bf16_dot(float v);
+
 // True when the variant is compiled in and the CPU (and OS) can run it.
 bool isa_supported(Isa isa);
 // The table of a variant, or nullptr when !isa_supported(isa).
 const KernelTable* kernel_table(Isa isa);
+// The avx512+bf16dot variant, or nullptr when the CPU lacks AVX512_BF16 (or AVX-512).
+const KernelTable* bf16dot_kernel_table();
 // The variant the dispatcher picked (once, at first use).
 const KernelTable& active_kernels();
+// The ISA of active_kernels() (kAvx512 for avx512+bf16dot): the other kernel families follow it.
+Isa active_isa();
+// The choice pick makes for the given FKV_ISA and FKV_BF16_DOT values (nullptr = unset), for tests.
+const KernelTable& pick_kernels_for(const char* isa_env, const char* bf16_dot_env);
 
 // matmul / rope_row using the given variant's micro-kernels (same threading as matmul()).
 void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
@@ -79,6 +110,8 @@ const KernelTable& scalar_kernel_table();
 #if defined(__x86_64__)
 const KernelTable& avx2_kernel_table();
 const KernelTable& avx512_kernel_table();
+// The avx512 table plus the vdpbf16ps kernels (ops_avx512bf16.cc).
+const KernelTable& avx512bf16_kernel_table();
 #endif
 
 }  // namespace fkv

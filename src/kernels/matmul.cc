@@ -1,6 +1,8 @@
 // matmul driver: splits output rows into fixed tiles over the thread pool and runs the ISA's
 // micro-kernels on each. The tiling does not depend on the thread count and every output element
 // is produced by exactly one micro-kernel call, so results are bitwise thread-count independent.
+// bf16 weights on the avx512+bf16dot variant round x to bf16 once per call and use vdpbf16ps on
+// the stored rows (ggml's numerics for bf16 weights); FKV_BF16_DOT=0 keeps the f32 path.
 // Weights with a quantised dot (quant/quant_dot.h) take ggml's route instead of conversion to f32:
 // each x row is quantised once per call to the weight's vec_dot_type, then every output element is
 // an integer block dot product scaled in f32, as llama.cpp's CPU backend computes it.
@@ -30,6 +32,12 @@ constexpr int64_t kSmallN = 8;
 constexpr int64_t kSmallNChunk = 12;
 // Output rows per work item of the quantised-dot path when n >= kSmallN.
 constexpr int64_t kQDotPrefillTileRows = 96;
+// The bf16-dot path packs x rows into panels of kXPanel (gemm_bf16dot), except a last partial panel
+// of fewer than this many rows: those rows go through gemv_bf16dot (the 1-row product's bits),
+// which re-reads the weights per row (measured on 8192 x 2048: 8 rows by gemv take as long as a
+// 16-row panel, docs/KERNELS.md). A row's bits thus depend only on its position within its panel's
+// fill, so prefill chunks of whole panels give the bits of one chunk.
+constexpr int64_t kBf16DotPanelMinN = 8;
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
 // Below this many x elements the calling thread quantises x alone.
@@ -89,6 +97,62 @@ QDotFn quant_dot_for(const KernelTable& k, DType t, int64_t n) {
   return f != nullptr ? f : quant_dot_fn(t, QDotIsa::kScalar);
 }
 
+// x rounded to bf16 for the bf16-dot kernels, shared read-only by the workers of one call: x rows
+// [0, panel_rows) packed in panels, rows [panel_rows, n) one padded row each.
+struct Bf16X {
+  const uint32_t* panels = nullptr;  // pack_x_bf16_panels layout of panel_rows rows
+  int64_t panel_rows = 0;
+  const uint16_t* rows = nullptr;  // [n - panel_rows, row_stride] bf16, zero past cols
+  int64_t row_stride = 0;
+};
+
+bool uses_bf16dot(const KernelTable& k, const WeightMatrix& w) {
+  return k.gemm_bf16dot != nullptr && w.dtype == DType::kBF16;
+}
+
+// panels: whether matmul's panel form may be used (false: every row as its own 1-row product).
+Bf16X round_x_bf16(const KernelTable& k, const float* x, int64_t n, int64_t x_stride, int64_t cols,
+                   bool panels) {
+  Bf16X out;
+  if (panels) {
+    const int64_t tail = n % kXPanel;
+    out.panel_rows = tail >= kBf16DotPanelMinN ? n : n - tail;
+  }
+  if (out.panel_rows > 0) {
+    thread_local std::vector<uint32_t> buf;
+    const size_t words =
+        static_cast<size_t>((out.panel_rows + kXPanel - 1) / kXPanel * bf16_pairs(cols) * kXPanel);
+    if (buf.size() < words) buf.resize(words);
+    pack_x_bf16_panels(k, x, out.panel_rows, x_stride, cols, buf.data());
+    out.panels = buf.data();
+  }
+  if (out.panel_rows < n) {
+    thread_local std::vector<uint16_t> buf;
+    const int64_t nrows = n - out.panel_rows;
+    out.row_stride = (cols + 31) / 32 * 32;
+    if (buf.size() < static_cast<size_t>(nrows * out.row_stride)) {
+      buf.resize(static_cast<size_t>(nrows * out.row_stride));
+    }
+    for (int64_t i = 0; i < nrows; ++i) {
+      k.round_row_bf16(x + (out.panel_rows + i) * x_stride, cols, buf.data() + i * out.row_stride);
+    }
+    out.rows = buf.data();
+  }
+  return out;
+}
+
+// One tile of output rows [r0, r0 + nr) of the bf16-dot path.
+void bf16dot_tile(const KernelTable& k, int64_t n, const Bf16X& xb, const WeightMatrix& w,
+                  int64_t r0, int64_t nr, float* y, int64_t y_stride) {
+  if (xb.panel_rows > 0) {
+    k.gemm_bf16dot(xb.panels, xb.panel_rows, w.row(r0), w.row_bytes, nr, w.cols, y + r0, y_stride);
+  }
+  for (int64_t i = xb.panel_rows; i < n; ++i) {
+    k.gemv_bf16dot(xb.rows + (i - xb.panel_rows) * xb.row_stride, w.row(r0), w.row_bytes, nr,
+                   w.cols, y + i * y_stride + r0);
+  }
+}
+
 bool is_plain(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
 
 void convert_row(const KernelTable& k, const WeightMatrix& w, int64_t r, float* dst) {
@@ -122,10 +186,16 @@ void check_weight(const WeightMatrix& w) {
 }
 
 // One tile of output rows [r0, r0 + nr) for all n inputs. xp (or null) is x packed for
-// gemm_xpacked: whole panels of kXPanel x rows take it, the n % kXPanel others the dot form.
+// gemm_xpacked: whole panels of kXPanel x rows take it, the n % kXPanel others the dot form. xb (or
+// null) is x rounded for the bf16-dot kernels, which then do the whole tile.
 void matmul_tile(const KernelTable& k, const float* x, int64_t n, int64_t x_stride, const float* xp,
-                 const WeightMatrix& w, int64_t r0, int64_t nr, float* y, int64_t y_stride) {
+                 const Bf16X* xb, const WeightMatrix& w, int64_t r0, int64_t nr, float* y,
+                 int64_t y_stride) {
   const int64_t cols = w.cols;
+  if (xb != nullptr) {
+    bf16dot_tile(k, n, *xb, w, r0, nr, y, y_stride);
+    return;
+  }
   if (xp != nullptr) {
     const float* wf;
     int64_t ws;
@@ -187,6 +257,30 @@ void pack_x_panels(const float* x, int64_t n, int64_t x_stride, int64_t cols, fl
   }
 }
 
+uint16_t round_to_bf16_dot(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if ((u & 0x7f800000u) == 0) return static_cast<uint16_t>((u >> 16) & 0x8000u);  // zero, denormal
+  return f32_to_bf16(v);  // RNE; NaN -> quiet NaN
+}
+
+void pack_x_bf16_panels(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
+                        int64_t cols, uint32_t* xp) {
+  if (n <= 0) return;
+  const int64_t pairs = bf16_pairs(cols);
+  const int64_t panels = (n + kXPanel - 1) / kXPanel;
+  // round_row_bf16 writes whole 32-element blocks, zero past cols.
+  thread_local std::vector<uint32_t> row;
+  row.resize(static_cast<size_t>((cols + 31) / 32 * 16));
+  uint16_t* row_halves = reinterpret_cast<uint16_t*>(row.data());
+  std::fill(xp + (panels - 1) * pairs * kXPanel, xp + panels * pairs * kXPanel, 0u);
+  for (int64_t i = 0; i < n; ++i) {
+    k.round_row_bf16(x + i * x_stride, cols, row_halves);
+    uint32_t* dst = xp + (i / kXPanel) * pairs * kXPanel + i % kXPanel;
+    for (int64_t q = 0; q < pairs; ++q) dst[q * kXPanel] = row[static_cast<size_t>(q)];
+  }
+}
+
 void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
                  const WeightMatrix& w, float* y, int64_t y_stride) {
   check_weight(w);
@@ -233,9 +327,14 @@ void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stri
     for (int64_t t = 0; t < qtiles; ++t) run_qtile(t);
     return;
   }
-  // Packing x costs O(n * cols) once per call, shared by all tiles.
+  // Packing (or rounding) x costs O(n * cols) once per call, shared by all tiles.
   const float* xp = nullptr;
-  if (k.gemm_xpacked != nullptr && n >= kXPanel) {
+  Bf16X xb_storage;
+  const Bf16X* xb = nullptr;
+  if (uses_bf16dot(k, w)) {
+    xb_storage = round_x_bf16(k, x, n, x_stride, w.cols, true);
+    xb = &xb_storage;
+  } else if (k.gemm_xpacked != nullptr && n >= kXPanel) {
     const int64_t n_packed = n / kXPanel * kXPanel;
     float* buf = xpack_scratch(static_cast<size_t>(n_packed * w.cols));
     pack_x_panels(x, n_packed, x_stride, w.cols, buf);
@@ -243,7 +342,7 @@ void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stri
   }
   auto run_tile = [&](int64_t t) {
     const int64_t r0 = t * kTileRows;
-    matmul_tile(k, x, n, x_stride, xp, w, r0, std::min(kTileRows, w.rows - r0), y, y_stride);
+    matmul_tile(k, x, n, x_stride, xp, xb, w, r0, std::min(kTileRows, w.rows - r0), y, y_stride);
   };
   if (threads > 1) {
     // Chunks of several tiles (the pool's default, ~4 per thread) keep claims rare next to the
@@ -280,6 +379,8 @@ void matmul_rows_with(const KernelTable& k, const float* x, int64_t n, int64_t x
   const QDotFn qdot = quant_dot_for(k, w.dtype, 1);
   size_t xq_stride = 0;
   uint8_t* xq = nullptr;
+  Bf16X xb;  // rows, as matmul_with rounds its single row
+  if (uses_bf16dot(k, w)) xb = round_x_bf16(k, x, n, x_stride, w.cols, false);
   if (qdot != nullptr) {
     xq_stride = vec_dot_row_bytes(w.dtype, w.cols);
     xq = xquant_scratch(xq_stride * static_cast<size_t>(n));
@@ -293,6 +394,10 @@ void matmul_rows_with(const KernelTable& k, const float* x, int64_t n, int64_t x
     const int64_t nr = std::min(kTileRows, w.rows - r0);
     if (qdot != nullptr) {
       qdot(w.row(r0), w.row_bytes, nr, xq, xq_stride, n, w.cols, y + r0, y_stride);
+      return;
+    }
+    if (xb.rows != nullptr) {
+      bf16dot_tile(k, n, xb, w, r0, nr, y, y_stride);
       return;
     }
     if (is_plain(w.dtype)) {
@@ -345,6 +450,30 @@ void matmul_scalar(const float* x, int64_t n, int64_t x_stride, const WeightMatr
       const float* xi = x + i * x_stride;
       double acc = 0.0;
       for (int64_t c = 0; c < w.cols; ++c) acc += static_cast<double>(xi[c]) * row[c];
+      y[i * y_stride + r] = static_cast<float>(acc);
+    }
+  }
+}
+
+void matmul_bf16dot_scalar(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w,
+                           float* y, int64_t y_stride) {
+  check_weight(w);
+  FKV_CHECK(w.dtype == DType::kBF16, "matmul_bf16dot_scalar: weight '%s' is %s, not bf16",
+            w.name.c_str(), dtype_name(w.dtype));
+  std::vector<double> xr(static_cast<size_t>(w.cols));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t c = 0; c < w.cols; ++c) {
+      xr[static_cast<size_t>(c)] = bf16_to_f32(round_to_bf16_dot(x[i * x_stride + c]));
+    }
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const uint8_t* wr = w.row(r);
+      double acc = 0.0;
+      for (int64_t c = 0; c < w.cols; ++c) {
+        uint16_t h;
+        std::memcpy(&h, wr + 2 * c, 2);
+        if ((h & 0x7f80u) == 0) h &= 0x8000u;  // denormal: read as (signed) zero
+        acc += xr[static_cast<size_t>(c)] * bf16_to_f32(h);
+      }
       y[i * y_stride + r] = static_cast<float>(acc);
     }
   }

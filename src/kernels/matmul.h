@@ -1,5 +1,6 @@
 // Matrix products against weights in any supported dtype (f32/f16/bf16/ggml quants).
-// Weights stay in their stored format (mmap'd). Prefill converts weight tiles to f32 on the fly;
+// Weights stay in their stored format (mmap'd). Prefill converts weight tiles to f32 on the fly
+// (bf16 weights on AVX512_BF16 CPUs: bf16 activations and vdpbf16ps, see dispatch.h);
 // decode-sized products on quantized weights use llama.cpp-style 8-bit activation dot products.
 #pragma once
 
@@ -41,6 +42,12 @@ void matmul_rows(const float* x, int64_t n, int64_t x_stride, const WeightMatrix
 // Scalar twin of matmul: the oracle for the optimised kernels' tests.
 void matmul_scalar(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
                    int64_t y_stride);
+
+// Scalar twin of the bf16-dot kernels (avx512+bf16dot, bf16 weights only): each x element rounded
+// as vcvtne2ps2bf16 does (round_to_bf16_dot), bf16 weight denormals read as zero (vdpbf16ps's DAZ),
+// exact products summed in double. The kernels differ from it only by their f32 accumulation.
+void matmul_bf16dot_scalar(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w,
+                           float* y, int64_t y_stride);
 
 // Copies row r of an embedding-like weight [rows, cols] to dst[cols] as f32.
 void weight_row_to_f32(const WeightMatrix& w, int64_t r, float* dst);

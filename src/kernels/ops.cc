@@ -42,26 +42,48 @@ const KernelTable* kernel_table(Isa isa) {
   }
 }
 
-namespace {
-
-const KernelTable* pick_kernels() {
-  // FKV_ISA caps the choice (e.g. to compare variants end to end); unknown values are ignored.
-  int cap = kNumIsas - 1;
-  if (const char* env = std::getenv("FKV_ISA")) {
-    if (std::strcmp(env, "scalar") == 0) cap = 0;
-    if (std::strcmp(env, "avx2") == 0) cap = 1;
-  }
-  for (int i = cap; i > 0; --i) {
-    if (const KernelTable* k = kernel_table(static_cast<Isa>(i))) return k;
-  }
-  return &scalar_kernel_table();
+const KernelTable* bf16dot_kernel_table() {
+#if defined(__x86_64__)
+  static const bool ok = isa_supported(Isa::kAvx512) && cpu_has_avx512_bf16();
+  if (ok) return &avx512bf16_kernel_table();
+#endif
+  return nullptr;
 }
 
-}  // namespace
+const KernelTable& pick_kernels_for(const char* isa_env, const char* bf16_dot_env) {
+  // FKV_ISA caps the choice (e.g. to compare variants end to end); unknown values are ignored.
+  // "avx512" means the exact f32 kernels; the bf16-dot ones need no FKV_ISA or "avx512bf16", and
+  // FKV_BF16_DOT=0 turns them off whatever FKV_ISA says.
+  int cap = kNumIsas - 1;
+  bool bf16_dot = true;
+  if (isa_env != nullptr) {
+    if (std::strcmp(isa_env, "scalar") == 0) cap = 0;
+    if (std::strcmp(isa_env, "avx2") == 0) cap = 1;
+    if (std::strcmp(isa_env, "avx512") == 0) bf16_dot = false;
+  }
+  if (bf16_dot_env != nullptr && std::strcmp(bf16_dot_env, "0") == 0) bf16_dot = false;
+  if (bf16_dot && cap == kNumIsas - 1) {
+    if (const KernelTable* k = bf16dot_kernel_table()) return *k;
+  }
+  for (int i = cap; i > 0; --i) {
+    if (const KernelTable* k = kernel_table(static_cast<Isa>(i))) return *k;
+  }
+  return scalar_kernel_table();
+}
 
 const KernelTable& active_kernels() {
-  static const KernelTable* const k = pick_kernels();
+  static const KernelTable* const k =
+      &pick_kernels_for(std::getenv("FKV_ISA"), std::getenv("FKV_BF16_DOT"));
   return *k;
+}
+
+Isa active_isa() {
+  const KernelTable* k = &active_kernels();
+  if (k == bf16dot_kernel_table()) return Isa::kAvx512;
+  for (int i = kNumIsas - 1; i > 0; --i) {
+    if (k == kernel_table(static_cast<Isa>(i))) return static_cast<Isa>(i);
+  }
+  return Isa::kScalar;
 }
 
 const char* kernel_isa_name() { return active_kernels().name; }

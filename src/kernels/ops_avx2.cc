@@ -339,6 +339,10 @@ const KernelTable& avx2_kernel_table() {
       // No prefill form: with 16 registers the packed-x kernel is load-bound and measured
       // slower than the dot-product form (50-64 vs 75 GFLOP/s at n = 128, docs/KERNELS.md).
       nullptr,
+      // No bf16-dot form (the avx512+bf16dot table adds it).
+      nullptr,
+      nullptr,
+      nullptr,
   };
   return table;
 }

@@ -416,6 +416,10 @@ const KernelTable& avx512_kernel_table() {
       f16_row_to_f32_avx512,
       bf16_row_to_f32_avx512,
       gemm_xpacked_avx512,
+      // No bf16-dot form (the avx512+bf16dot table adds it).
+      nullptr,
+      nullptr,
+      nullptr,
   };
   return table;
 }

@@ -152,6 +152,10 @@ const KernelTable& scalar_kernel_table() {
       f16_row_to_f32_scalar,
       bf16_row_to_f32_scalar,
       nullptr,
+      // No bf16-dot form (the avx512+bf16dot table adds it).
+      nullptr,
+      nullptr,
+      nullptr,
   };
   return table;
 }

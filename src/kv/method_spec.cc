@@ -127,6 +127,23 @@ Expected<PolicyOptions> parse_method_spec(std::string_view spec_in) {
   return o;
 }
 
+Expected<std::vector<std::string>> method_spec_keys(std::string_view spec_in) {
+  FKV_RETURN_IF_ERROR(parse_method_spec(spec_in).status());
+  std::vector<std::string> keys;
+  const std::string_view spec = trim(spec_in);
+  const size_t colon = spec.find(':');
+  if (colon == std::string_view::npos) return keys;
+  std::string_view rest = spec.substr(colon + 1);
+  for (;;) {  // well formed: parse_method_spec accepted it
+    const size_t comma = rest.find(',');
+    const std::string_view item = trim(rest.substr(0, comma));
+    keys.push_back(normalise_key(trim(item.substr(0, item.find('=')))));
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  return keys;
+}
+
 std::string format_method_spec(const PolicyOptions& o) {
   std::string out = o.method;
   char sep = ':';

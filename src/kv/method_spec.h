@@ -36,6 +36,10 @@ Status set_method_option(PolicyOptions& opts, std::string_view key, std::string_
 // does); does check the method name and that each key applies to it.
 Expected<PolicyOptions> parse_method_spec(std::string_view spec);
 
+// The option keys a valid spec gives, normalised as parse_method_spec() reads them, in order
+// ("fastkv:tsp-rate=0.2, retain_rate=0.1" -> {tsp_rate, retain_rate}); the spec's error otherwise.
+Expected<std::vector<std::string>> method_spec_keys(std::string_view spec);
+
 // Canonical spec string: the method name, then the options that are set in
 // method_option_infos() order ("fastkv:tsp_rate=0.2,retain_rate=0.1"). Round-trips through
 // parse_method_spec().

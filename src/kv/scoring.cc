@@ -5,15 +5,40 @@
 #include <limits>
 
 #include "core/thread_pool.h"
+#include "kernels/dispatch.h"
 
 namespace fkv {
 
 namespace {
 
-float dot(const float* a, const float* b, int d) {
-  float s = 0.0f;
-  for (int t = 0; t < d; ++t) s += a[t] * b[t];
-  return s;
+// logits[j] = q . k_j for j < n_keys: one row of Q K^T through the ISA's small-GEMM micro-kernel
+// (register-blocked over keys, vectorised over head_dim), so that scoring costs what attention
+// costs rather than a scalar loop per dot.
+void key_logits(const KernelTable& kt, const float* q, const float* k, int64_t k_stride, int n_keys,
+                int head_dim, float* logits) {
+  if (n_keys <= 0) return;
+  kt.gemm_f32(q, 1, head_dim, k, n_keys, k_stride, head_dim, logits, n_keys);
+}
+
+// Query rows per block of causal_softmax_block: the block's keys are read once for all its rows.
+constexpr int kScoreRowBlock = 16;
+
+// Causal softmax of query rows [r0, r0 + nb) of one head against keys [0, r0 + nb): row r of the
+// block gets p[(r - r0) * ld + j] = softmax_j(scale * q_r . k_j) over j <= r (entries past r are
+// garbage). One GEMM for the block (keys past a row's own are computed and ignored: at most nb - 1
+// per row), then one vectorised softmax per row.  p : [nb, ld], ld >= r0 + nb.
+void causal_softmax_block(const KernelTable& kt, const float* q, int64_t q_stride, int r0, int nb,
+                          const float* k, int64_t k_stride, int head_dim, float scale, float* p,
+                          int64_t ld) {
+  const int n_keys = r0 + nb;
+  kt.gemm_f32(q + static_cast<int64_t>(r0) * q_stride, nb, q_stride, k, n_keys, k_stride, head_dim,
+              p, ld);
+  for (int b = 0; b < nb; ++b) {
+    float* row = p + b * ld;
+    const int visible = r0 + b + 1;
+    for (int j = 0; j < visible; ++j) row[j] *= scale;
+    kt.softmax_inplace(row, visible);
+  }
 }
 
 struct Dims {
@@ -33,18 +58,10 @@ Dims dims_of(const LayerView& lv) {
 
 void softmax_row(const float* q, const float* k, int64_t k_stride, int n_keys, int head_dim,
                  float scale, float* p) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int j = 0; j < n_keys; ++j) {
-    p[j] = dot(q, k + j * k_stride, head_dim) * scale;
-    mx = std::max(mx, p[j]);
-  }
-  double sum = 0.0;
-  for (int j = 0; j < n_keys; ++j) {
-    p[j] = std::exp(p[j] - mx);
-    sum += p[j];
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (int j = 0; j < n_keys; ++j) p[j] *= inv;
+  const KernelTable& kt = active_kernels();
+  key_logits(kt, q, k, k_stride, n_keys, head_dim, p);
+  for (int j = 0; j < n_keys; ++j) p[j] *= scale;
+  kt.softmax_inplace(p, n_keys);
 }
 
 void pool1d(std::span<const float> in, int kernel, Pooling pooling, std::span<float> out) {
@@ -86,23 +103,24 @@ void window_scores_per_query_head(const LayerView& lv, int window, int kernel, P
   const int m = n - window;
   s_q.assign(static_cast<size_t>(d.n_heads) * m, 0.0f);
   // Heads are independent (and each sums in a fixed order), so threads do not change results.
-  const int threads = static_cast<int64_t>(n) * window > 4096 ? 0 : 1;
-  parallel_for(d.n_heads,
-               [&](int64_t head) {
-                 const int h = static_cast<int>(head);
-                 std::vector<float> p(n),
-                     raw(m, 0.0f);  // p: one softmax row; raw: this head's column sums
-                 const int g = h / d.group;
-                 for (int i = 0; i < window; ++i) {
-                   const int r = m + i;  // causal: the row sees keys 0..r
-                   softmax_row(lv.qrow(r) + h * d.head_dim, lv.k + g * d.head_dim, lv.k_stride,
-                               r + 1, d.head_dim, lv.scale, p.data());
-                   for (int j = 0; j < m; ++j) raw[j] += p[j];
-                 }
-                 pool1d(raw, kernel, pooling,
-                        {s_q.data() + static_cast<int64_t>(h) * m, static_cast<size_t>(m)});
-               },
-               {.grain = 1, .max_threads = threads});
+  auto score_head = [&](int64_t head) {
+    const int h = static_cast<int>(head);
+    const KernelTable& kt = active_kernels();
+    const int g = h / d.group;
+    std::vector<float> p(static_cast<size_t>(kScoreRowBlock) * n);  // [block, n] softmax rows
+    std::vector<float> raw(m, 0.0f);                                // [m] this head's column sums
+    for (int i0 = 0; i0 < window; i0 += kScoreRowBlock) {
+      const int nb = std::min(kScoreRowBlock, window - i0);
+      // Window rows m + i see keys 0..m + i (causal); the first m columns are the scored ones.
+      causal_softmax_block(kt, lv.q + h * d.head_dim, lv.q_stride, m + i0, nb,
+                           lv.k + g * d.head_dim, lv.k_stride, d.head_dim, lv.scale, p.data(), n);
+      for (int b = 0; b < nb; ++b) kt.add_inplace(raw.data(), p.data() + b * n, m);
+    }
+    pool1d(raw, kernel, pooling,
+           {s_q.data() + static_cast<int64_t>(h) * m, static_cast<size_t>(m)});
+  };
+  const bool parallel = static_cast<int64_t>(n) * window > 4096;
+  parallel_for(d.n_heads, score_head, {.grain = 1, .max_threads = parallel ? 0 : 1});
 }
 
 void window_scores(const LayerView& lv, int window, int kernel, Pooling pooling,
@@ -119,31 +137,21 @@ void accumulated_attention(const LayerView& lv, std::vector<float>& s_q) {
   const Dims d = dims_of(lv);
   const int n = lv.n_rows;
   s_q.assign(static_cast<size_t>(d.n_heads) * n, 0.0f);
-  parallel_for(d.n_heads,
-               [&](int64_t head) {
-                 const int h = static_cast<int>(head);
-                 std::vector<float> l(n);  // [n] logits of one query row; the only per-row scratch
-                 const float* kh = lv.k + (h / d.group) * d.head_dim;
-                 float* col = s_q.data() + static_cast<int64_t>(h) * n;
-                 for (int i = 0; i < n; ++i) {
-                   const float* q = lv.qrow(i) + h * d.head_dim;
-                   // Row i's causal softmax: logits, their max, exp(l - max) once, then normalise
-                   // into the column sums (one exp per element; the sum is accumulated in double).
-                   float mx = -std::numeric_limits<float>::infinity();
-                   for (int j = 0; j <= i; ++j) {
-                     l[j] = dot(q, kh + j * lv.k_stride, d.head_dim) * lv.scale;
-                     mx = std::max(mx, l[j]);
-                   }
-                   double sum = 0.0;
-                   for (int j = 0; j <= i; ++j) {
-                     l[j] = std::exp(l[j] - mx);
-                     sum += l[j];
-                   }
-                   const float inv = static_cast<float>(1.0 / sum);
-                   for (int j = 0; j <= i; ++j) col[j] += l[j] * inv;
-                 }
-               },
-               {.grain = 1, .max_threads = n > 64 ? 0 : 1});
+  auto sum_head = [&](int64_t head) {
+    const int h = static_cast<int>(head);
+    const KernelTable& kt = active_kernels();
+    std::vector<float> p(static_cast<size_t>(kScoreRowBlock) * n);  // [block, n]: O(n) scratch
+    const float* kh = lv.k + (h / d.group) * d.head_dim;
+    float* col = s_q.data() + static_cast<int64_t>(h) * n;
+    for (int i0 = 0; i0 < n; i0 += kScoreRowBlock) {
+      const int nb = std::min(kScoreRowBlock, n - i0);
+      // Rows i0.. i0 + nb - 1: causal softmax over keys 0..i, normalised, added into the sums.
+      causal_softmax_block(kt, lv.q + h * d.head_dim, lv.q_stride, i0, nb, kh, lv.k_stride,
+                           d.head_dim, lv.scale, p.data(), n);
+      for (int b = 0; b < nb; ++b) kt.add_inplace(col, p.data() + b * n, i0 + b + 1);
+    }
+  };
+  parallel_for(d.n_heads, sum_head, {.grain = 1, .max_threads = n > 64 ? 0 : 1});
 }
 
 void last_query_logit_sum(const LayerView& lv, std::vector<float>& s) {
@@ -151,10 +159,12 @@ void last_query_logit_sum(const LayerView& lv, std::vector<float>& s) {
   const int n = lv.n_rows;
   s.assign(n, 0.0f);
   const float* q_last = lv.qrow(n - 1);
+  const KernelTable& kt = active_kernels();
+  std::vector<float> logits(n);  // [n] one head's raw logits
   for (int h = 0; h < d.n_heads; ++h) {
     const float* kh = lv.k + (h / d.group) * d.head_dim;
-    for (int j = 0; j < n; ++j)
-      s[j] += dot(q_last + h * d.head_dim, kh + j * lv.k_stride, d.head_dim);
+    key_logits(kt, q_last + h * d.head_dim, kh, lv.k_stride, n, d.head_dim, logits.data());
+    kt.add_inplace(s.data(), logits.data(), n);
   }
 }
 

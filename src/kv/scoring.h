@@ -32,8 +32,8 @@ void window_scores(const LayerView& lv, int window, int kernel, Pooling pooling,
                    std::vector<float>& s_kv);
 
 // H2O accumulated attention per query head: s[h, j] = sum_{i >= j} softmax_causal(q_i . k_j)[j]
-// over ALL rows i. Streaming: per query row its logits, their max, exp(l - max) and the row sum,
-// then the normalised row added into the column sums; O(n) scratch, never n x n.
+// over ALL rows i. Streaming over blocks of query rows: the block's logits (one small GEMM), each
+// row's causal softmax, then the normalised rows added into the column sums; O(n) scratch.
 // Output s_q: [n_heads, n_rows].
 void accumulated_attention(const LayerView& lv, std::vector<float>& s_q);
 

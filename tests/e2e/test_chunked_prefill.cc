@@ -2,11 +2,13 @@
 // same kernel path whatever the chunking, so logits, kept sets and TSP rows do not change.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
 #include "engine/app.h"
 #include "engine/engine.h"
+#include "kernels/ops.h"
 #include "kv/method_spec.h"
 
 namespace {
@@ -67,6 +69,16 @@ TEST(ChunkedPrefill, SameBitsAsOneChunkOnF32Weights) {
     ASSERT_TRUE(model) << model.error();
     expect_same_for_every_ubatch(**model, 203);
   }
+}
+
+TEST(ChunkedPrefill, SameBitsAsOneChunkOnBf16Weights) {
+  // tiny-llama3 (bf16) on the default kernels: avx512+bf16dot where the CPU has AVX512_BF16, whose
+  // x panels of >= 8 rows and shorter last panels (by the 1-row kernel) must not depend on the
+  // chunking either: 195 rows end in a 3-row panel, 203 in an 11-row one.
+  std::printf("kernels: %s\n", fkv::kernel_isa_name());
+  auto model = fkv::Model::load(kSource + "/tests/data/models/tiny-llama3");
+  ASSERT_TRUE(model) << model.error();
+  for (int n : {195, 203}) expect_same_for_every_ubatch(**model, n);
 }
 
 TEST(ChunkedPrefill, SameBitsAsOneChunkOnQuantizedWeights) {

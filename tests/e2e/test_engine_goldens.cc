@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/app.h"
 #include "engine/engine.h"
+#include "kernels/dispatch.h"
 #include "kv/policy.h"
 #include "model/model.h"
 #include "sampler/sampler.h"
@@ -19,6 +21,13 @@ namespace fkv {
 namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+// The goldens are HF transformers in float32 with the bf16 weights upcast exactly, so the bf16
+// fixtures (tiny-llama3, tiny-qwen3) are compared on the exact f32 matmul: the default bf16-dot
+// kernels (avx512+bf16dot) round activations to bf16 as llama.cpp does, which moves these logits by
+// up to ~1% of their range, past the 1e-4 agreement this test proves. Read once at the first
+// matmul, so it is set before any test runs.
+const bool kExactF32Matmul = [] { return ::setenv("FKV_BF16_DOT", "0", 1) == 0; }();
 
 const fs::path kSource = FKV_SOURCE_DIR;
 const fs::path kShared = FKV_SHARED_DIR;
@@ -56,6 +65,8 @@ std::vector<fs::path> golden_files() {
 }
 
 TEST(ModelGoldens, EveryGoldenFileMatchesTransformers) {
+  ASSERT_TRUE(kExactF32Matmul);
+  ASSERT_EQ(active_kernels().gemm_bf16dot, nullptr) << active_kernels().name;
   const auto files = golden_files();
   ASSERT_FALSE(files.empty()) << "no tests/data/goldens/model_*.json";
   for (const fs::path& f : files) {

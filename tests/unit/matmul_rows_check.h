@@ -106,9 +106,14 @@ inline void check_matmul_rows_all_types() {
         for (int64_t i = 0; i < n; ++i)
           for (int64_t r = 0; r < rows; ++r) ref[i * rows + r] = y[i * y_stride + r];
       }
+      // Every variant the CPU runs, avx512+bf16dot included (its bf16 rows are rounded once per
+      // call and must still match the one-row product bit for bit).
+      std::vector<const KernelTable*> tables;
       for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
-        const KernelTable* k = kernel_table(isa);
-        if (k == nullptr) continue;
+        if (const KernelTable* k = kernel_table(isa)) tables.push_back(k);
+      }
+      if (const KernelTable* k = bf16dot_kernel_table()) tables.push_back(k);
+      for (const KernelTable* k : tables) {
         SCOPED_TRACE(testing::Message() << dtype_name(t) << " " << k->name << " n=" << n);
         std::vector<float> batched(static_cast<size_t>(n * y_stride), -7.0f);
         std::vector<float> batched2 = batched;
@@ -131,7 +136,8 @@ inline void check_matmul_rows_all_types() {
             pow += ref[i * rows + r] * ref[i * rows + r];
           }
         }
-        // The 8-bit activation path is within quantisation error of the f32 twin.
+        // The 8-bit (and bf16-dot's bf16) activation paths are within rounding error of the f32
+        // twin.
         EXPECT_LT(err / pow, 1e-3);
       }
     }

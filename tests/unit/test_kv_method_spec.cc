@@ -89,5 +89,20 @@ TEST(ParseNumber, FullWidthThenRange) {
   EXPECT_DOUBLE_EQ(*parse_double_in_range("0.25", "--top-p", 0, 1), 0.25);
 }
 
+TEST(MethodSpec, KeysAreTheOnesGivenNormalised) {
+  auto keys = method_spec_keys(" fastkv : tsp-rate = 0.2 , retain_rate=0.1");
+  ASSERT_TRUE(keys) << keys.error();
+  EXPECT_EQ(*keys, (std::vector<std::string>{"tsp_rate", "retain_rate"}));
+  auto none = method_spec_keys("snapkv");
+  ASSERT_TRUE(none) << none.error();
+  EXPECT_TRUE(none->empty());
+  // A key that ends like another (window vs ...window) is not confused with it.
+  auto w = method_spec_keys("snapkv:window=8");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(*w, (std::vector<std::string>{"window"}));
+  EXPECT_FALSE(method_spec_keys("snapkv:bogus=1"));
+  EXPECT_FALSE(method_spec_keys("fastkv:tsp_rate"));
+}
+
 }  // namespace
 }  // namespace fkv

@@ -51,8 +51,12 @@ TEST(ModelLoading, EveryFixtureLoadsWithItsConfig) {
     ASSERT_TRUE(m.has_value()) << w.name << ": " << m.error();
     EXPECT_EQ((*m)->config().arch, w.arch) << w.name;
     EXPECT_EQ((*m)->config().tie_embeddings, w.tied) << w.name;
-    if (w.arch == Arch::kMistral) EXPECT_GT((*m)->config().sliding_window, 0);
-    if (w.arch == Arch::kQwen3) EXPECT_TRUE((*m)->config().qk_norm);
+    if (w.arch == Arch::kMistral) {
+      EXPECT_GT((*m)->config().sliding_window, 0);
+    }
+    if (w.arch == Arch::kQwen3) {
+      EXPECT_TRUE((*m)->config().qk_norm);
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 #include "cli/args.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "core/parse_number.h"
@@ -127,13 +128,14 @@ Expected<PolicyOptions> policy_options(const ParsedArgs& pa) {
   const std::string spec = pa.str("method", "fullkv");
   auto po = parse_method_spec(spec);
   if (!po) return po.status();
-  const std::string spec_canonical = format_method_spec(*po);
+  auto spec_keys = method_spec_keys(spec);
+  if (!spec_keys) return spec_keys.status();
   for (const auto& info : method_option_infos()) {
     std::string flag = info.key;
     for (char& ch : flag)
       if (ch == '_') ch = '-';
     if (!pa.has(flag)) continue;
-    if (spec_canonical.find(std::string(info.key) + "=") != std::string::npos) {
+    if (std::find(spec_keys->begin(), spec_keys->end(), info.key) != spec_keys->end()) {
       return Status::error(strfmt("--%s repeats option %s of --method '%s'; give it once",
                                   flag.c_str(), info.key, spec.c_str()));
     }

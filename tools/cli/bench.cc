@@ -185,6 +185,18 @@ std::string model_dtype_of(const Model& m) {
   return dtype_name(d);
 }
 
+// The kernel variant that runs: "avx512+bf16dot" only where its vdpbf16ps kernels are used (bf16
+// weights), else the ISA's plain name.
+std::string kernels_in_use(const Model& m) {
+  const KernelTable& k = active_kernels();
+  if (k.gemm_bf16dot == nullptr) return k.name;
+  const LayerWeights& L = m.layer(0);
+  for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
+    if (w->dtype == DType::kBF16) return k.name;
+  }
+  return kernel_table(active_isa())->name;
+}
+
 std::string plot_script_path() {
   if (const char* p = std::getenv("FASTKV_PLOT_SCRIPT"); p != nullptr && *p != '\0') return p;
   return std::string(FKV_SOURCE_DIR) + "/tools/scripts/plot_bench.py";
@@ -336,7 +348,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     ctx.model = *path;
   }
   ctx.model_dtype = model_dtype_of(*model);
-  ctx.isa = active_kernels().name;
+  ctx.isa = kernels_in_use(*model);
   ctx.pool_wait = pool_wait_description();
   ctx.weight_bytes = model->weight_bytes();
   ctx.config = model->config();

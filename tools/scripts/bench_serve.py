@@ -269,6 +269,8 @@ def throughput(args, results):
 
 
 def admission(args, results):
+    if args.conversations <= 0:  # --conversations 0: throughput only
+        return
     prompts = [prompt_ids(args.fastkv, args.model, args.conv_tokens, 5000 + i)
                for i in range(args.conversations)]
     for method in args.methods:
@@ -347,7 +349,8 @@ def main():
     # leaves a window where all 8 streams of a 30-layer model decode together.
     ap.add_argument("--decode-tokens", type=int, default=512)
     ap.add_argument("--kv-memory", default="1G")
-    ap.add_argument("--conversations", type=int, default=32)
+    ap.add_argument("--conversations", type=int, default=32,
+                    help="conversations of the admission experiment (0: skip it)")
     ap.add_argument("--conv-tokens", type=int, default=4096)
     ap.add_argument("--conv-decode", type=int, default=512,
                     help="tokens each conversation decodes: long enough that the first ones are "

@@ -242,6 +242,11 @@ def main():
         doc.append(f"| {x['section']} | {x['seconds']} | {x['finished_utc']} |\n")
     if not durations:
         doc.append("| (none run yet) | | |\n")
+    # Hand-written context of the runs (machine state, extra rows, what the figures say) lives in
+    # notes.md beside the JSON, so that rebuilding the report keeps it.
+    notes = os.path.join(d, "notes.md")
+    if os.path.isfile(notes):
+        doc.append("\n" + open(notes).read())
     text = "".join(doc)
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
