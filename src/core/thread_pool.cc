@@ -64,9 +64,11 @@ int configured_spin_us() {
 // preempted (involuntary context switches, getrusage RUSAGE_THREAD) kPreemptionsToStopSpinning
 // times within one kSpinCheckPeriod shares its core with another runnable thread, and its spinning
 // would take time from that thread (often the caller it waits for): it then sleeps at once until a
-// period passes with fewer preemptions. On an idle machine a spinning thread is hardly ever
-// preempted.
+// longer kSpinOffPeriod passes without any preemption (a worker that sleeps runs less, so it is
+// preempted less: the longer, stricter test keeps it from flipping back while the load lasts). On
+// an idle machine a spinning thread is hardly ever preempted.
 constexpr auto kSpinCheckPeriod = std::chrono::milliseconds(200);
+constexpr auto kSpinOffPeriod = std::chrono::milliseconds(1000);
 constexpr long kPreemptionsToStopSpinning = 2;
 
 class SpinGate {
@@ -75,10 +77,11 @@ class SpinGate {
     if (now >= next_check_) {
       rusage ru{};
       if (::getrusage(RUSAGE_THREAD, &ru) == 0) {
-        allowed_ = ru.ru_nivcsw - last_preemptions_ < kPreemptionsToStopSpinning;
+        const long preemptions = ru.ru_nivcsw - last_preemptions_;
+        allowed_ = allowed_ ? preemptions < kPreemptionsToStopSpinning : preemptions == 0;
         last_preemptions_ = ru.ru_nivcsw;
       }
-      next_check_ = now + kSpinCheckPeriod;
+      next_check_ = now + (allowed_ ? kSpinCheckPeriod : kSpinOffPeriod);
     }
     return allowed_;
   }

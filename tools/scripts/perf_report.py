@@ -169,7 +169,7 @@ def section_pool(d):
         return text + missing("pool")
     text += ("Idle workers spin `FASTKV_POOL_SPIN_US` microseconds after their last chunk, then "
              "sleep on a futex (100 = the default; 0 = sleep at once); a worker preempted twice "
-             "within 200 ms stops spinning for the next 200 ms. Busy core: one `yes > /dev/null` "
+             "within 200 ms stops spinning until a second passes without a preemption. Busy core: one `yes > /dev/null` "
              "running. Target (issue 7): busy >= 0.5x idle, idle >= OpenMP's active wait.\n\n"
              "| spin us | idle: decode tok/s | one core busy: decode tok/s | busy / idle |\n"
              "|---:|---:|---:|---:|\n")
