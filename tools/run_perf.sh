@@ -19,8 +19,8 @@
 #   b1_q4_0   ~27 min  same, Q4_0 GGUF
 #   speedup   ~28 min  1B bf16: fastkv vs fullkv prefill at 4K/8K, decode at 8K/16K (random fill)
 #   memory    ~65 min  1B bf16: peak RSS of a 32K prefill, fullkv (~40 min) and fastkv (~25 min)
-#   omp       ~3 min   SmolLM2 decode with passive / brief-spin / active waits, idle and with a
-#                      busy core (a spinning `yes` process)
+#   pool      ~3 min   SmolLM2 decode with the thread pool's workers spinning 0 / 100 (default) /
+#                      1000 us before they sleep, idle and with a busy core (a spinning `yes`)
 #   llamacpp  ~75 min  tools/scripts/compare_llamacpp.sh on the three GGUFs (both engines)
 #   e2e       ~25 min  1B bf16 at 8K: fastkv prefill + 128 decoded vs llama.cpp -pg 8192,128
 #   (all: ~4.7 h; the report is rebuilt after every call, so sections can be spread over runs)
@@ -39,7 +39,7 @@ SMOL="${FASTKV_MODEL_DIR:-$HOME/.cache/fastkv/models}/SmolLM2-135M-Instruct.Q4_1
 B1_BF16="$MODELS/llama-3.2-1b.bf16.gguf"
 B1_Q4_0="$MODELS/llama-3.2-1b.q4_0.gguf"
 FASTKV_SPEC="fastkv:tsp_rate=0.2,retain_rate=0.1"
-ALL_SECTIONS="setup smollm2 b1_bf16 b1_q4_0 speedup memory omp llamacpp e2e"
+ALL_SECTIONS="setup smollm2 b1_bf16 b1_q4_0 speedup memory pool llamacpp e2e"
 REPORT=docs/PERFORMANCE.md
 # Lengths (the figures' sizes; FKV_PERF_SMOKE=1 shrinks everything to check the script itself in
 # ~2 minutes on stories260K, writing to /tmp/fastkv-perf-smoke instead of docs/).
@@ -117,8 +117,9 @@ section_memory() {
     --out-file "$OUT/memory.json"
 }
 
-section_omp() {
-  local rows=()
+# The pool's idle wait (FASTKV_POOL_SPIN_US), idle and with one core held by another process.
+POOL_SPINS="0 100 1000"
+section_pool() {
   for busy in 0 1; do
     HOG=""
     if [[ $busy == 1 ]]; then
@@ -127,15 +128,9 @@ section_omp() {
       trap 'if [[ -n "${HOG:-}" ]]; then kill "$HOG" 2>/dev/null || true; fi' EXIT
       sleep 1
     fi
-    for wait in passive spin active; do
-      local env=(env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT)
-      case $wait in
-        passive) env+=(FASTKV_OMP_WAIT=passive) ;;
-        spin) env+=(FASTKV_OMP_WAIT=spin) ;;
-        active) env+=(OMP_WAIT_POLICY=active) ;;
-      esac
-      "${env[@]}" "$FASTKV" bench --model "$SMOL" -t "$THREADS" -p 0 -d 512 -n 64 --fill random \
-        -r 3 -o json --out-file "$OUT/omp.$wait.busy$busy.json"
+    for spin in $POOL_SPINS; do
+      FASTKV_POOL_SPIN_US=$spin "$FASTKV" bench --model "$SMOL" -t "$THREADS" -p 0 -d 512 -n 64 \
+        --fill random -r 3 -o json --out-file "$OUT/pool.spin$spin.busy$busy.json"
     done
     if [[ -n "$HOG" ]]; then kill "$HOG"; HOG=""; fi
   done

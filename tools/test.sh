@@ -63,7 +63,7 @@ run_pytest() {
   local log
   log="$(mktemp)"
   set +e
-  OMP_WAIT_POLICY=passive build/pyvenv/bin/python -m pytest tests/python -q -p no:cacheprovider 2>&1 |
+  build/pyvenv/bin/python -m pytest tests/python -q -p no:cacheprovider 2>&1 |
     tee "$log"
   local status=${PIPESTATUS[0]}
   set -e
@@ -77,7 +77,7 @@ run_pytest() {
   passed=$((passed + n))
 }
 run_pytest
-OMP_WAIT_POLICY=passive build/pyvenv/bin/python docs/examples/compare_methods.py \
+build/pyvenv/bin/python docs/examples/compare_methods.py \
   --out build/python/kept_positions.png || { echo "tests: $passed passed, 1 failed"; exit 1; }
 passed=$((passed + 1))
 
@@ -97,7 +97,7 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 
 echo "== libFuzzer: bounded runs of the safetensors, GGUF and tokenizer.json parsers"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFKV_FUZZ=ON \
-  -DFKV_OPENMP=OFF -DFKV_BUILD_TESTS=OFF -DFKV_BUILD_TOOLS=OFF >/dev/null
+  -DFKV_BUILD_TESTS=OFF -DFKV_BUILD_TOOLS=OFF >/dev/null
 cmake --build build-fuzz -j"$jobs"
 fuzz_seconds="${FKV_FUZZ_SECONDS:-45}"
 for fuzzer in build-fuzz/fuzz_*; do

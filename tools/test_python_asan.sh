@@ -16,4 +16,4 @@ build/pyvenv-asan/bin/python -m pip install -q --force-reinstall --no-deps \
   build/python-asan/dist/fastkv-*.whl
 LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)" \
   ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  OMP_WAIT_POLICY=passive build/pyvenv-asan/bin/python -m pytest tests/python -q -p no:cacheprovider
+  build/pyvenv-asan/bin/python -m pytest tests/python -q -p no:cacheprovider

@@ -17,10 +17,6 @@
 #include "core/dtype.h"
 #include "kernels/matmul.h"
 
-#ifdef FKV_OPENMP
-#include <omp.h>
-#endif
-
 namespace {
 
 double now_s() {
@@ -54,9 +50,6 @@ int main(int argc, char** argv) {
   const int n = argc > 2 ? std::atoi(argv[2]) : 512;
   const int reps = argc > 3 ? std::atoi(argv[3]) : 3;
   fkv::set_num_threads(threads);
-#ifdef FKV_OPENMP
-  omp_set_num_threads(threads);
-#endif
   openblas_set_num_threads(threads);
   struct Shape {
     const char* name;

@@ -20,21 +20,16 @@ message), OSError (FileNotFoundError) for a model or tokenizer file. See docs/PY
 from __future__ import annotations
 
 import os as _os
+import numbers as _numbers
+from collections.abc import Mapping as _Mapping
+from dataclasses import dataclass as _dataclass
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
-# OpenMP workers spin while they wait by default, which stalls every parallel region on a busy
-# machine; libgomp reads this once, when it is loaded (by the import below).
-_os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import numpy as np
 
-import numbers as _numbers  # noqa: E402
-from collections.abc import Mapping as _Mapping  # noqa: E402
-from dataclasses import dataclass as _dataclass  # noqa: E402
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from . import _core  # noqa: E402
-from . import methods  # noqa: E402
-from .methods import Method  # noqa: E402
+from . import _core
+from . import methods
+from .methods import Method
 
 __all__ = [
     "Model",

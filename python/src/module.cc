@@ -26,10 +26,6 @@
 #include "kv/policy.h"
 #include "stop_strings.h"
 
-#ifdef FKV_OPENMP
-#include <omp.h>
-#endif
-
 namespace py = pybind11;
 
 namespace fkv::py_binding {
@@ -64,20 +60,19 @@ struct ModelHandle {
 };
 using ModelPtr = std::shared_ptr<ModelHandle>;
 
-// The kernels read one process-wide count; OpenMP's count is per calling thread, so every call
-// that computes sets it on the thread it runs on.
+// Kernel thread counts are per calling thread (core/thread_pool.h), so every call that computes
+// sets it on the thread it runs on (the Python thread, or a stream's worker).
 void apply_threads(int threads) {
   if (threads <= 0) return;
   set_num_threads(threads);
-#ifdef FKV_OPENMP
-  omp_set_num_threads(threads);
-#endif
 }
 
 ModelPtr load_model(const std::string& name_or_path, int threads) {
   if (threads < 0 || threads > 1024) {
     throw py::value_error(strfmt("threads must be in [1, 1024], got %d", threads));
   }
+  // The pool reads it lazily (and aborts on a bad value): check it where Python can raise.
+  if (Status st = check_engine_environment(); !st) throw py::value_error(st.message());
   auto handle = std::make_shared<ModelHandle>();
   handle->threads = threads;
   py::gil_scoped_release nogil;

@@ -1,13 +1,13 @@
 #include "engine/app.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
+
+#include "core/thread_pool.h"
 
 namespace fkv {
 namespace fs = std::filesystem;
@@ -22,63 +22,9 @@ const std::map<std::string, std::string>& model_table() {
 }
 }  // namespace
 
-#ifdef FKV_OPENMP
-namespace {
-// Tasks runnable right now besides this one: the minimum of a few samples of procs_running, so a
-// blip (a shell, a cron job) does not count as load.
-int other_runnable_tasks() {
-  int best = -1;
-  for (int sample = 0; sample < 5; ++sample) {
-    if (sample > 0) ::usleep(2000);
-    std::FILE* f = std::fopen("/proc/stat", "r");
-    if (f == nullptr) return 0;
-    char line[256];
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-      int running = 0;
-      if (std::sscanf(line, "procs_running %d", &running) == 1) {
-        best = best < 0 ? running : std::min(best, running);
-        break;
-      }
-    }
-    std::fclose(f);
-  }
-  return best <= 1 ? 0 : best - 1;
-}
-}  // namespace
-#endif
-
-void configure_openmp_wait(char** argv) {
-#ifdef FKV_OPENMP
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) {
-    return;
-  }
-  const char* forced = std::getenv("FASTKV_OMP_WAIT");
-  bool spin;
-  if (forced != nullptr && std::strcmp(forced, "spin") == 0) {
-    spin = true;
-  } else if (forced != nullptr && std::strcmp(forced, "passive") == 0) {
-    spin = false;
-  } else {
-    spin = other_runnable_tasks() == 0;
-  }
-  if (spin) {
-    ::setenv("GOMP_SPINCOUNT", std::to_string(kOpenMpSpinCount).c_str(), 1);
-  } else {
-    ::setenv("OMP_WAIT_POLICY", "passive", 1);
-  }
-  ::execv("/proc/self/exe", argv);  // only returns on failure: carry on with the default policy
-#else
-  (void)argv;
-#endif
-}
-
-std::string openmp_wait_description() {
-  const char* policy = std::getenv("OMP_WAIT_POLICY");
-  const char* spin = std::getenv("GOMP_SPINCOUNT");
-  std::string out;
-  if (policy != nullptr) out = std::string("OMP_WAIT_POLICY=") + policy;
-  if (spin != nullptr) out += (out.empty() ? "" : " ") + std::string("GOMP_SPINCOUNT=") + spin;
-  return out.empty() ? "libgomp default" : out;
+Status check_engine_environment() {
+  const Expected<int> spin = pool_spin_us_from_env();
+  return spin ? Status::ok() : Status::error(spin.error());
 }
 
 std::string model_cache_dir() {

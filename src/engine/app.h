@@ -16,21 +16,9 @@
 
 namespace fkv {
 
-// How OpenMP workers wait between parallel regions. libgomp spins ~300000 iterations (about
-// 3 ms) before sleeping by default, and for ever with OMP_WAIT_POLICY=active: a thread spinning
-// while the thread it waits for is descheduled keeps its core from it (decode 25x slower with one
-// core busy). OMP_WAIT_POLICY=passive sleeps at once and pays a futex wake-up per region (30% of
-// decode on an idle machine). So a front-end calls this first thing in main(): when the user set
-// neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT it picks, from the runnable tasks the kernel reports
-// (/proc/stat procs_running, the minimum of a few samples), a brief spin then sleep
-// (GOMP_SPINCOUNT=kOpenMpSpinCount) when no other process is running, else passive, and
-// re-executes itself once (libgomp reads both only at start-up). FASTKV_OMP_WAIT=spin|passive
-// forces a choice. Returns normally when nothing needs doing (or the re-exec failed).
-inline constexpr long kOpenMpSpinCount = 3000;  // ~30-100 us: longer than the gaps in a decode step
-void configure_openmp_wait(char** argv);
-// What the process runs with, for bench rows: "GOMP_SPINCOUNT=3000", "OMP_WAIT_POLICY=passive",
-// both when the user set both, or "libgomp default".
-std::string openmp_wait_description();
+// Checks the process's settings that the engine reads lazily (FASTKV_POOL_SPIN_US, the thread
+// pool's spin time): front-ends call it first thing so a bad value is a clean error at start-up.
+Status check_engine_environment();
 
 // Folder of fetched models: $FASTKV_MODEL_DIR, else ~/.cache/fastkv/models.
 std::string model_cache_dir();

@@ -7,10 +7,6 @@
 #include "kv/budget.h"
 #include "kv/policies/common.h"
 
-#ifdef FKV_OPENMP
-#include <omp.h>
-#endif
-
 namespace fkv {
 
 struct BatchAccess {
@@ -192,10 +188,8 @@ class SteppedPrefill::YieldingPolicy : public KvPolicy {
 SteppedPrefill::SteppedPrefill(std::unique_ptr<KvPolicy> inner, int rows_per_piece)
     : policy_(std::make_unique<YieldingPolicy>(std::move(inner), this)),
       rows_per_piece_(std::max(1, rows_per_piece)) {
-#ifdef FKV_OPENMP
-  // omp_set_num_threads is per thread: the worker takes the caller's setting.
-  omp_threads_ = omp_get_max_threads();
-#endif
+  // Kernel thread counts are per thread: the worker takes the caller's.
+  threads_ = num_threads();
 }
 
 SteppedPrefill::~SteppedPrefill() {
@@ -230,9 +224,7 @@ void SteppedPrefill::worker_main(Session* session) {
       return;
     }
   }
-#ifdef FKV_OPENMP
-  if (omp_threads_ > 0) omp_set_num_threads(omp_threads_);
-#endif
+  set_num_threads(threads_);
   Status st = Status::ok();
   try {
     st = session->prefill(tokens_, logits_);

@@ -81,7 +81,7 @@ class SteppedPrefill {
   bool started_ = false;
   int pieces_ = 0;
   int64_t rows_in_piece_ = 0;
-  int omp_threads_ = 0;
+  int threads_ = 0;  // the creating thread's kernel thread count
 };
 
 // Bytes the cache of one request can reach: kept prompt rows per head (bounded from the method's

@@ -9,10 +9,6 @@
 #include "kernels/matmul.h"
 #include "kv/method_spec.h"
 
-#ifdef FKV_OPENMP
-#include <omp.h>
-#endif
-
 namespace fkv {
 namespace {
 
@@ -129,9 +125,6 @@ Expected<BenchSample> run_bench_once(const Model& model, const BenchCase& c, uin
   const ModelConfig& cfg = model.config();
   FKV_RETURN_IF_ERROR(validate_bench_case(c, cfg));
   set_num_threads(c.threads);
-#ifdef FKV_OPENMP
-  omp_set_num_threads(c.threads);
-#endif
   auto policy = make_policy(c.method, model.policy_info());
   if (!policy) return policy.status();
   const bool peak_is_per_run = reset_peak_rss();
@@ -177,7 +170,7 @@ std::string bench_to_json(const std::vector<BenchRow>& rows, const BenchContext&
     j["model_dtype"] = ctx.model_dtype;
     j["synthetic"] = ctx.synthetic;
     j["isa"] = ctx.isa;
-    j["omp_wait"] = ctx.omp_wait;
+    j["pool_wait"] = ctx.pool_wait;
     j["method"] = c.method.method;
     j["method_spec"] = format_method_spec(c.method);
     j["method_options"] = method_options_json(c.method);
@@ -257,8 +250,8 @@ std::string bench_to_csv(const std::vector<BenchRow>& rows, const BenchContext& 
 
 std::string bench_to_markdown(const std::vector<BenchRow>& rows, const BenchContext& ctx) {
   std::string out = strfmt(
-      "model: %s (%s), kernels: %s, OpenMP wait: %s, warm-up %d, mean ± std\n\n", ctx.model.c_str(),
-      ctx.model_dtype.c_str(), ctx.isa.c_str(), ctx.omp_wait.c_str(), ctx.warmup);
+      "model: %s (%s), kernels: %s, thread pool: %s, warm-up %d, mean ± std\n\n", ctx.model.c_str(),
+      ctx.model_dtype.c_str(), ctx.isa.c_str(), ctx.pool_wait.c_str(), ctx.warmup);
   out +=
       "| method | p | n | d | t | kv | ub | prefill s | prefill tok/s | decode ms/tok | e2e s | KV "
       "MiB | peak RSS MiB |\n"

@@ -59,8 +59,8 @@ struct BenchContext {
   std::string model_dtype;  // weights' dtype ("q4_1", "bf16", "mixed")
   bool synthetic = false;
   int warmup = 1;
-  std::string isa;       // kernels in use
-  std::string omp_wait;  // how OpenMP workers wait (engine/app.h openmp_wait_description)
+  std::string isa;        // kernels in use
+  std::string pool_wait;  // how idle pool workers wait (core/thread_pool.h pool_wait_description)
   size_t weight_bytes = 0;
   ModelConfig config;  // shapes, for the FLOP / bytes bounds of docs/PERFORMANCE.md
 };

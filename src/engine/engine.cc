@@ -7,10 +7,6 @@
 
 #include "engine/session_impl.h"
 
-#ifdef FKV_OPENMP
-#include <omp.h>
-#endif
-
 namespace fkv {
 
 std::string SelectionRecord::to_json() const {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <optional>
 
+#include "core/thread_pool.h"
 #include "engine/engine.h"
 #include "kernels/attention.h"
 #include "kernels/dispatch.h"
@@ -40,11 +41,8 @@ inline AttentionShape attention_shape(const ModelConfig& c, float scale) {
 
 inline void rms_norm_rows(const float* x, int n, int dim, const std::vector<float>& w, float eps,
                           float* y) {
-#pragma omp parallel for schedule(static) if (static_cast <int64_t>(n) * dim > (1 << 16))
-  for (int r = 0; r < n; ++r) {
-    rms_norm_row(x + static_cast<int64_t>(r) * dim, w.data(), dim, eps,
-                 y + static_cast<int64_t>(r) * dim);
-  }
+  parallel_for(n, [&](int64_t r) { rms_norm_row(x + r * dim, w.data(), dim, eps, y + r * dim); },
+               {.max_threads = static_cast<int64_t>(n) * dim > (1 << 16) ? 0 : 1});
 }
 
 }  // namespace engine_detail
@@ -144,29 +142,31 @@ struct Session::Impl {
     matmul(xin, n, c.d_model, L.wk, k0, kv_dim);
     matmul(xin, n, c.d_model, L.wv, v0, kv_dim);
     const std::vector<float>& inv_freq = model.rope_inv_freq();
-#pragma omp parallel for schedule(static) if (n * q_dim > (1 << 16))
-    for (int r = 0; r < n; ++r) {
-      float* qr = q0 + r * q_dim;
-      float* kr = k0 + r * kv_dim;
-      float* vr = v0 + r * kv_dim;
-      if (!L.bq.empty()) {
-        add_inplace(qr, L.bq.data(), q_dim);
-        add_inplace(kr, L.bk.data(), kv_dim);
-        add_inplace(vr, L.bv.data(), kv_dim);
-      }
-      if (!L.q_norm.empty()) {
-        for (int h = 0; h < c.n_heads; ++h) {
-          rms_norm_row(qr + h * c.head_dim, L.q_norm.data(), c.head_dim, c.rms_eps,
-                       qr + h * c.head_dim);
-        }
-        for (int h = 0; h < c.n_kv_heads; ++h) {
-          rms_norm_row(kr + h * c.head_dim, L.k_norm.data(), c.head_dim, c.rms_eps,
-                       kr + h * c.head_dim);
-        }
-      }
-      rope_row(qr, c.n_heads, c.head_dim, c.rot_dim, pos[r], inv_freq.data(), c.rope_style);
-      rope_row(kr, c.n_kv_heads, c.head_dim, c.rot_dim, pos[r], inv_freq.data(), c.rope_style);
-    }
+    parallel_for(
+        n,
+        [&](int64_t r) {
+          float* qr = q0 + r * q_dim;
+          float* kr = k0 + r * kv_dim;
+          float* vr = v0 + r * kv_dim;
+          if (!L.bq.empty()) {
+            add_inplace(qr, L.bq.data(), q_dim);
+            add_inplace(kr, L.bk.data(), kv_dim);
+            add_inplace(vr, L.bv.data(), kv_dim);
+          }
+          if (!L.q_norm.empty()) {
+            for (int h = 0; h < c.n_heads; ++h) {
+              rms_norm_row(qr + h * c.head_dim, L.q_norm.data(), c.head_dim, c.rms_eps,
+                           qr + h * c.head_dim);
+            }
+            for (int h = 0; h < c.n_kv_heads; ++h) {
+              rms_norm_row(kr + h * c.head_dim, L.k_norm.data(), c.head_dim, c.rms_eps,
+                           kr + h * c.head_dim);
+            }
+          }
+          rope_row(qr, c.n_heads, c.head_dim, c.rot_dim, pos[r], inv_freq.data(), c.rope_style);
+          rope_row(kr, c.n_kv_heads, c.head_dim, c.rot_dim, pos[r], inv_freq.data(), c.rope_style);
+        },
+        {.max_threads = n * q_dim > (1 << 16) ? 0 : 1});
   }
 
   // x += Wo . att ; x += MLP(norm(x)), for n rows, in chunks of chunk_rows() rows so the

@@ -21,10 +21,6 @@
 #include "kernels/matmul.h"
 #include "kv/method_spec.h"
 
-#ifdef FKV_OPENMP
-#include <omp.h>
-#endif
-
 namespace fkv::eval {
 
 using ojson = nlohmann::ordered_json;
@@ -421,9 +417,7 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
     return std::chrono::duration<double>(b - a).count();
   };
   auto worker = [&]() {
-#ifdef FKV_OPENMP
-    omp_set_num_threads(kernel_threads);
-#endif
+    set_num_threads(kernel_threads);  // this thread's pool
     while (!stop.load()) {
       const size_t ji = next.fetch_add(1);
       if (ji >= jobs.size()) return;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "core/thread_pool.h"
 #include "kernels/matmul.h"
 
 namespace fkv {
@@ -224,86 +225,83 @@ void attention_prefill_with(const AttentionKernels& kern_in, const AttentionShap
   const int nt = parallel ? num_threads() : 1;
   const int n_pack = n_kv * nkb;
   const int n_items = n_kv * nqb;
-#pragma omp parallel num_threads(nt) if (parallel)
-  {
-#pragma omp for schedule(static)
-    for (int it = 0; it < n_pack; ++it) {
-      const int g = it / nkb, kb = it % nkb;
-      float* dst = kt + static_cast<int64_t>(it) * tile;
-      const int k0 = kb * kKb;
-      const int nk = std::min(kKb, n - k0);
-      for (int j = 0; j < nk; ++j) {
-        const float* src =
-            k + static_cast<int64_t>(k0 + j) * kv_stride + static_cast<int64_t>(g) * hd;
-        for (int d = 0; d < hd; ++d) dst[d * kKb + j] = src[d];
-      }
-      for (int d = 0; d < hd; ++d) {
-        for (int j = nk; j < kKb; ++j) dst[d * kKb + j] = 0.0f;
-      }
+  auto pack_tile = [&](int64_t it) {
+    const int g = it / nkb, kb = it % nkb;
+    float* dst = kt + static_cast<int64_t>(it) * tile;
+    const int k0 = kb * kKb;
+    const int nk = std::min(kKb, n - k0);
+    for (int j = 0; j < nk; ++j) {
+      const float* src =
+          k + static_cast<int64_t>(k0 + j) * kv_stride + static_cast<int64_t>(g) * hd;
+      for (int d = 0; d < hd; ++d) dst[d * kKb + j] = src[d];
     }
-    // (implicit barrier: every tile is packed before any is read)
+    for (int d = 0; d < hd; ++d) {
+      for (int j = nk; j < kKb; ++j) dst[d * kKb + j] = 0.0f;
+    }
+  };
+  // Every tile is packed before any is read: two regions.
+  parallel_for(n_pack, pack_tile, {.max_threads = nt});
 
-    // Per-thread scratch: scores [kQueryBlock, kKb], o [group, kQueryBlock, hd], m, l.
+  // Heavy (late) query blocks first, claimed one at a time: balanced by the dynamic claiming.
+  auto run_item = [&](int64_t item) {
+    const int it = static_cast<int>(item);
+    // This thread's scratch: scores [kQueryBlock, kKb], o [group, kQueryBlock, hd], m, l.
     const size_t o_size = static_cast<size_t>(group) * kQueryBlock * hd;
     const size_t ml_size = static_cast<size_t>(group) * kQueryBlock;
     float* sc = thread_scratch(static_cast<size_t>(kQueryBlock) * kKb + o_size + 2 * ml_size);
     float* o = sc + static_cast<size_t>(kQueryBlock) * kKb;
     float* mrow = o + o_size;
     float* lrow = mrow + ml_size;
-
-    // Heavy (late) query blocks first, dealt round-robin: balanced without a dynamic schedule.
-#pragma omp for schedule(static, 1)
-    for (int it = 0; it < n_items; ++it) {
-      const int qb = nqb - 1 - it / n_kv, g = it % n_kv;
-      const int r0 = qb * kQueryBlock;
-      const int rows = std::min(kQueryBlock, n - r0);
-      std::fill(o, o + static_cast<size_t>(group) * rows * hd, 0.0f);
-      std::fill(mrow, mrow + static_cast<size_t>(group) * rows,
-                -std::numeric_limits<float>::infinity());
-      std::fill(lrow, lrow + static_cast<size_t>(group) * rows, 0.0f);
-      const int kb_first = lo[r0] / kKb, kb_last = (r0 + rows - 1) / kKb;
-      const float* vg = v + static_cast<int64_t>(g) * hd;
-      for (int kb = kb_first; kb <= kb_last; ++kb) {
-        const int k0 = kb * kKb;
-        const float* kt_tile = kt + (static_cast<int64_t>(g) * nkb + kb) * tile;
-        for (int hh = 0; hh < group; ++hh) {
-          const int h = g * group + hh;
-          kern.scores_packed(q + r0 * q_stride + static_cast<int64_t>(h) * hd, q_stride, rows,
-                             kt_tile, hd, s.scale, sc);
-          float* oh = o + static_cast<size_t>(hh) * rows * hd;
-          int a_min = kKb, b_max = 0;
-          for (int i = 0; i < rows; ++i) {
-            const int r = r0 + i;
-            const int a = std::max(lo[r], k0) - k0;
-            const int b = std::min(r + 1, k0 + kKb) - k0;
-            float* srow = sc + i * kKb;
-            if (a >= b) {
-              std::memset(srow, 0, sizeof(float) * kKb);
-              continue;
-            }
-            softmax_update_row(kern, srow, a, b, mrow + hh * rows + i, lrow + hh * rows + i,
-                               oh + static_cast<int64_t>(i) * hd, hd);
-            a_min = std::min(a_min, a);
-            b_max = std::max(b_max, b);
-          }
-          if (a_min < b_max) {
-            kern.pv(sc + a_min, kKb, rows, vg + (k0 + a_min) * kv_stride, kv_stride, b_max - a_min,
-                    hd, oh, hd);
-          }
-        }
-      }
+    const int qb = nqb - 1 - it / n_kv, g = it % n_kv;
+    const int r0 = qb * kQueryBlock;
+    const int rows = std::min(kQueryBlock, n - r0);
+    std::fill(o, o + static_cast<size_t>(group) * rows * hd, 0.0f);
+    std::fill(mrow, mrow + static_cast<size_t>(group) * rows,
+              -std::numeric_limits<float>::infinity());
+    std::fill(lrow, lrow + static_cast<size_t>(group) * rows, 0.0f);
+    const int kb_first = lo[r0] / kKb, kb_last = (r0 + rows - 1) / kKb;
+    const float* vg = v + static_cast<int64_t>(g) * hd;
+    for (int kb = kb_first; kb <= kb_last; ++kb) {
+      const int k0 = kb * kKb;
+      const float* kt_tile = kt + (static_cast<int64_t>(g) * nkb + kb) * tile;
       for (int hh = 0; hh < group; ++hh) {
         const int h = g * group + hh;
+        kern.scores_packed(q + r0 * q_stride + static_cast<int64_t>(h) * hd, q_stride, rows,
+                           kt_tile, hd, s.scale, sc);
+        float* oh = o + static_cast<size_t>(hh) * rows * hd;
+        int a_min = kKb, b_max = 0;
         for (int i = 0; i < rows; ++i) {
-          // Every row sees at least itself, so l > 0.
-          const float inv = 1.0f / lrow[hh * rows + i];
-          const float* src = o + (static_cast<size_t>(hh) * rows + i) * hd;
-          float* dst = out + (r0 + i) * out_stride + static_cast<int64_t>(h) * hd;
-          for (int d = 0; d < hd; ++d) dst[d] = src[d] * inv;
+          const int r = r0 + i;
+          const int a = std::max(lo[r], k0) - k0;
+          const int b = std::min(r + 1, k0 + kKb) - k0;
+          float* srow = sc + i * kKb;
+          if (a >= b) {
+            std::memset(srow, 0, sizeof(float) * kKb);
+            continue;
+          }
+          softmax_update_row(kern, srow, a, b, mrow + hh * rows + i, lrow + hh * rows + i,
+                             oh + static_cast<int64_t>(i) * hd, hd);
+          a_min = std::min(a_min, a);
+          b_max = std::max(b_max, b);
+        }
+        if (a_min < b_max) {
+          kern.pv(sc + a_min, kKb, rows, vg + (k0 + a_min) * kv_stride, kv_stride, b_max - a_min,
+                  hd, oh, hd);
         }
       }
     }
-  }
+    for (int hh = 0; hh < group; ++hh) {
+      const int h = g * group + hh;
+      for (int i = 0; i < rows; ++i) {
+        // Every row sees at least itself, so l > 0.
+        const float inv = 1.0f / lrow[hh * rows + i];
+        const float* src = o + (static_cast<size_t>(hh) * rows + i) * hd;
+        float* dst = out + (r0 + i) * out_stride + static_cast<int64_t>(h) * hd;
+        for (int d = 0; d < hd; ++d) dst[d] = src[d] * inv;
+      }
+    }
+  };
+  parallel_for(n_items, run_item, {.grain = 1, .max_threads = nt});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,48 +361,47 @@ void attention_decode_kv_with(const AttentionKernels& kern_in, const AttentionSh
 
   const bool parallel = work > kMinParallelDecode && n_items > 1 && num_threads() > 1;
   const int nt = parallel ? std::min(num_threads(), n_items) : 1;
-#pragma omp parallel num_threads(nt) if (parallel)
-  {
-    // Scores [group, kKb], then (half caches) one widened key block and value block [kKb, hd].
+  auto run_item = [&](int64_t item) {
+    const int it = static_cast<int>(item);
+    // This thread's scratch: scores [group, kKb], then (half caches) one widened key block and
+    // value block [kKb, hd].
     float* sc =
         thread_scratch(static_cast<size_t>(group) * kKb + 2 * static_cast<size_t>(kKb) * hd);
     float* kbuf = sc + static_cast<size_t>(group) * kKb;
     float* vbuf = kbuf + static_cast<size_t>(kKb) * hd;
-#pragma omp for schedule(static, 1)
-    for (int it = 0; it < n_items; ++it) {
-      int g = 0;  // the head whose items hold `it` (mt[2g+3] is head g+1's first item)
-      while (g + 1 < n_kv && mt[2 * g + 3] <= it) ++g;
-      const int split = it - mt[2 * g + 1];
-      const int j_begin = mt[2 * g] + split * kDecodeSplit;
-      const int j_end = std::min(len[g], j_begin + kDecodeSplit);
-      float* mp = parts + it * part;
-      float* lp = mp + group;
-      float* op = lp + group;
-      std::fill(mp, mp + group, -std::numeric_limits<float>::infinity());
-      std::fill(lp, lp + group, 0.0f);
-      std::fill(op, op + static_cast<int64_t>(group) * hd, 0.0f);
-      const float* qg = q + static_cast<int64_t>(g) * group * hd;
-      for (int j0 = j_begin; j0 < j_end; j0 += kKb) {
-        const int nk = std::min(kKb, j_end - j0);
-        const uint8_t* kraw = static_cast<const uint8_t*>(k_heads[g]) + elem * j0 * hd;
-        const uint8_t* vraw = static_cast<const uint8_t*>(v_heads[g]) + elem * j0 * hd;
-        const float* kj = reinterpret_cast<const float*>(kraw);
-        const float* vj = reinterpret_cast<const float*>(vraw);
-        if (kv_dtype != DType::kF32) {
-          widen(reinterpret_cast<const uint16_t*>(kraw), kbuf, static_cast<int64_t>(nk) * hd);
-          widen(reinterpret_cast<const uint16_t*>(vraw), vbuf, static_cast<int64_t>(nk) * hd);
-          kj = kbuf;
-          vj = vbuf;
-        }
-        kern.scores_rows(qg, hd, group, kj, hd, nk, hd, s.scale, sc);
-        for (int hh = 0; hh < group; ++hh) {
-          softmax_update_row(kern, sc + hh * kKb, 0, nk, mp + hh, lp + hh,
-                             op + static_cast<int64_t>(hh) * hd, hd);
-        }
-        kern.pv(sc, kKb, group, vj, hd, nk, hd, op, hd);
+    int g = 0;  // the head whose items hold `it` (mt[2g+3] is head g+1's first item)
+    while (g + 1 < n_kv && mt[2 * g + 3] <= it) ++g;
+    const int split = it - mt[2 * g + 1];
+    const int j_begin = mt[2 * g] + split * kDecodeSplit;
+    const int j_end = std::min(len[g], j_begin + kDecodeSplit);
+    float* mp = parts + it * part;
+    float* lp = mp + group;
+    float* op = lp + group;
+    std::fill(mp, mp + group, -std::numeric_limits<float>::infinity());
+    std::fill(lp, lp + group, 0.0f);
+    std::fill(op, op + static_cast<int64_t>(group) * hd, 0.0f);
+    const float* qg = q + static_cast<int64_t>(g) * group * hd;
+    for (int j0 = j_begin; j0 < j_end; j0 += kKb) {
+      const int nk = std::min(kKb, j_end - j0);
+      const uint8_t* kraw = static_cast<const uint8_t*>(k_heads[g]) + elem * j0 * hd;
+      const uint8_t* vraw = static_cast<const uint8_t*>(v_heads[g]) + elem * j0 * hd;
+      const float* kj = reinterpret_cast<const float*>(kraw);
+      const float* vj = reinterpret_cast<const float*>(vraw);
+      if (kv_dtype != DType::kF32) {
+        widen(reinterpret_cast<const uint16_t*>(kraw), kbuf, static_cast<int64_t>(nk) * hd);
+        widen(reinterpret_cast<const uint16_t*>(vraw), vbuf, static_cast<int64_t>(nk) * hd);
+        kj = kbuf;
+        vj = vbuf;
       }
+      kern.scores_rows(qg, hd, group, kj, hd, nk, hd, s.scale, sc);
+      for (int hh = 0; hh < group; ++hh) {
+        softmax_update_row(kern, sc + hh * kKb, 0, nk, mp + hh, lp + hh,
+                           op + static_cast<int64_t>(hh) * hd, hd);
+      }
+      kern.pv(sc, kKb, group, vj, hd, nk, hd, op, hd);
     }
-  }
+  };
+  parallel_for(n_items, run_item, {.grain = 1, .max_threads = nt});
 
   for (int g = 0; g < n_kv; ++g) {
     const int first = mt[2 * g + 1];

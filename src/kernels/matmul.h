@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/dtype.h"
+#include "core/thread_pool.h"  // set_num_threads / num_threads: the kernels' thread count
 
 namespace fkv {
 
@@ -27,8 +28,8 @@ struct WeightMatrix {
 // y[i, :] = W . x[i, :]  for i in [0, n)
 //   x : [n, w.cols] with row stride x_stride (floats)
 //   y : [n, w.rows] with row stride y_stride (floats)
-// Work is split over the thread pool (OpenMP). Deterministic: the result does not depend on the
-// thread count.
+// Work is split over the calling thread's pool (core/thread_pool.h). Deterministic: the result
+// does not depend on the thread count.
 void matmul(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
             int64_t y_stride);
 
@@ -50,9 +51,5 @@ void matmul_bf16dot_scalar(const float* x, int64_t n, int64_t x_stride, const We
 
 // Copies row r of an embedding-like weight [rows, cols] to dst[cols] as f32.
 void weight_row_to_f32(const WeightMatrix& w, int64_t r, float* dst);
-
-// Threads used by kernels (0 = all available cores).
-void set_num_threads(int n);
-int num_threads();
 
 }  // namespace fkv

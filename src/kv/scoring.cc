@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/thread_pool.h"
 #include "kernels/dispatch.h"
 
 namespace fkv {
@@ -102,8 +103,8 @@ void window_scores_per_query_head(const LayerView& lv, int window, int kernel, P
   const int m = n - window;
   s_q.assign(static_cast<size_t>(d.n_heads) * m, 0.0f);
   // Heads are independent (and each sums in a fixed order), so threads do not change results.
-#pragma omp parallel for schedule(static) if (static_cast <int64_t>(n) * window > 4096)
-  for (int h = 0; h < d.n_heads; ++h) {
+  auto score_head = [&](int64_t head) {
+    const int h = static_cast<int>(head);
     const KernelTable& kt = active_kernels();
     const int g = h / d.group;
     std::vector<float> p(static_cast<size_t>(kScoreRowBlock) * n);  // [block, n] softmax rows
@@ -117,7 +118,9 @@ void window_scores_per_query_head(const LayerView& lv, int window, int kernel, P
     }
     pool1d(raw, kernel, pooling,
            {s_q.data() + static_cast<int64_t>(h) * m, static_cast<size_t>(m)});
-  }
+  };
+  const bool parallel = static_cast<int64_t>(n) * window > 4096;
+  parallel_for(d.n_heads, score_head, {.grain = 1, .max_threads = parallel ? 0 : 1});
 }
 
 void window_scores(const LayerView& lv, int window, int kernel, Pooling pooling,
@@ -134,8 +137,8 @@ void accumulated_attention(const LayerView& lv, std::vector<float>& s_q) {
   const Dims d = dims_of(lv);
   const int n = lv.n_rows;
   s_q.assign(static_cast<size_t>(d.n_heads) * n, 0.0f);
-#pragma omp parallel for schedule(static) if (n > 64)
-  for (int h = 0; h < d.n_heads; ++h) {
+  auto sum_head = [&](int64_t head) {
+    const int h = static_cast<int>(head);
     const KernelTable& kt = active_kernels();
     std::vector<float> p(static_cast<size_t>(kScoreRowBlock) * n);  // [block, n]: O(n) scratch
     const float* kh = lv.k + (h / d.group) * d.head_dim;
@@ -147,7 +150,8 @@ void accumulated_attention(const LayerView& lv, std::vector<float>& s_q) {
                            d.head_dim, lv.scale, p.data(), n);
       for (int b = 0; b < nb; ++b) kt.add_inplace(col, p.data() + b * n, i0 + b + 1);
     }
-  }
+  };
+  parallel_for(d.n_heads, sum_head, {.grain = 1, .max_threads = n > 64 ? 0 : 1});
 }
 
 void last_query_logit_sum(const LayerView& lv, std::vector<float>& s) {

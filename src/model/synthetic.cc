@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "core/check.h"
+#include "core/thread_pool.h"
 #include "io/gguf.h"
 #include "model/model.h"
 
@@ -45,8 +46,7 @@ constexpr float kWeightStd = 0.02f;
 void fill_random(DType dtype, int64_t rows, int64_t cols, uint64_t stream, uint8_t* dst) {
   const size_t row_bytes = dtype_row_bytes(dtype, cols);
   const float uniform_half_width = kWeightStd * std::sqrt(3.0f);
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, [&](int64_t r) {
     uint8_t* row = dst + static_cast<size_t>(r) * row_bytes;
     uint64_t state = mix64(stream ^ mix64(static_cast<uint64_t>(r)));
     auto next = [&] { return state = mix64(state); };
@@ -88,7 +88,7 @@ void fill_random(DType dtype, int64_t rows, int64_t cols, uint64_t stream, uint8
       default:
         FKV_CHECK(false, "synthetic weights in %s are not supported", dtype_name(dtype));
     }
-  }
+  });
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "core/thread_pool.h"
 #include "engine/bench.h"
 #include "engine/engine.h"
 #include "kv/method_spec.h"
@@ -204,22 +205,24 @@ TEST(Bench, BadFlagsGiveClearErrors) {
   }
 }
 
-// The OpenMP wait the front-end chose (or the user's) is in every row; the user's settings win.
-TEST(Bench, OpenMpWaitPolicyIsChosenOnceAndReported) {
+// Every row says how the pool's idle workers wait; FASTKV_POOL_SPIN_US sets it and a bad value is
+// a clean start-up error naming the variable.
+TEST(Bench, PoolWaitIsReportedAndItsSettingChecked) {
   const std::string args = "--model " + kStories + " -p 8 -n 1 -r 1 --warmup 0 -o json --quiet";
-  const std::string clean = "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT";
   auto wait_of = [&](const std::string& env) {
     CliRun r = run(args, env);
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    return nlohmann::json::parse(r.out)[0]["omp_wait"].get<std::string>();
+    return nlohmann::json::parse(r.out)[0]["pool_wait"].get<std::string>();
   };
-  EXPECT_EQ(wait_of(clean + " FASTKV_OMP_WAIT=spin"), "GOMP_SPINCOUNT=3000");
-  EXPECT_EQ(wait_of(clean + " FASTKV_OMP_WAIT=passive"), "OMP_WAIT_POLICY=passive");
-  EXPECT_EQ(wait_of(clean + " GOMP_SPINCOUNT=123 FASTKV_OMP_WAIT=passive"), "GOMP_SPINCOUNT=123");
-  EXPECT_EQ(wait_of(clean + " OMP_WAIT_POLICY=active"), "OMP_WAIT_POLICY=active");
-  const std::string automatic = wait_of(clean);
-  EXPECT_TRUE(automatic == "GOMP_SPINCOUNT=3000" || automatic == "OMP_WAIT_POLICY=passive")
-      << automatic;
+  EXPECT_EQ(wait_of("env -u FASTKV_POOL_SPIN_US"),
+            "pool spin=" + std::to_string(fkv::kDefaultPoolSpinUs) + "us, none while preempted");
+  EXPECT_EQ(wait_of("env FASTKV_POOL_SPIN_US=250"), "pool spin=250us, none while preempted");
+  EXPECT_EQ(wait_of("env FASTKV_POOL_SPIN_US=0"), "pool spin=0us (sleep at once)");
+  for (const char* bad : {"abc", "-1", "2000000", ""}) {
+    CliRun r = run(args, std::string("env FASTKV_POOL_SPIN_US=") + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad;
+    EXPECT_NE(r.err.find("FASTKV_POOL_SPIN_US"), std::string::npos) << bad << " -> " << r.err;
+  }
 }
 
 // A decode-only row's random fill keeps, layer by layer, as many rows as a real prefill of the

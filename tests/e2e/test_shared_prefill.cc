@@ -104,8 +104,7 @@ TEST(SharedPrefill, RefusesMethodsThatCannotShare) {
   ASSERT_TRUE(model) << model.error();
   const Model& m = **model;
   const std::vector<int32_t> prompt = tokens(200, m.config().n_vocab);
-  for (const char* spec :
-       {"fastkv:tsp_layer=2", "gemfilter:filter_layer=2", "pyramidinfer"}) {
+  for (const char* spec : {"fastkv:tsp_layer=2", "gemfilter:filter_layer=2", "pyramidinfer"}) {
     auto full = policy_for(m, "fullkv");
     auto other = policy_for(m, spec);
     Session a(m, *full), b(m, *other);

@@ -24,7 +24,7 @@ def load_golden(name):
 def run_cli(*args):
     """`fastkv ARGS...` -> (stdout, stderr); a non-zero exit fails the test with its stderr."""
     assert CLI.is_file(), f"{CLI} is missing: build the CLI first (cmake --build build)"
-    env = dict(os.environ, OMP_WAIT_POLICY="passive")
+    env = dict(os.environ)
     proc = subprocess.run([str(CLI), *map(str, args)], capture_output=True, env=env, timeout=300)
     stderr = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == 0, f"fastkv {' '.join(map(str, args))} failed:\n{stderr}"

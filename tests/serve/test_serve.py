@@ -37,7 +37,7 @@ SMOLLM = os.path.join(
     os.environ.get("FASTKV_MODEL_DIR", os.path.expanduser("~/.cache/fastkv/models")),
     "SmolLM2-135M-Instruct.Q4_1.gguf")
 API_KEY = "test-key-123"
-ENV = dict(os.environ, OMP_WAIT_POLICY="passive")
+ENV = dict(os.environ)
 FASTKV = None
 
 

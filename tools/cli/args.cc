@@ -7,10 +7,6 @@
 #include "kernels/matmul.h"
 #include "kv/method_spec.h"
 
-#ifdef FKV_OPENMP
-#include <omp.h>
-#endif
-
 namespace fkv::cli {
 
 // Typed reads of parsed flags: full-width parse, range check, then narrow (core/parse_number.h).
@@ -100,10 +96,7 @@ Status apply_threads(const ParsedArgs& pa) {
   if (!pa.has("threads")) return Status::ok();
   auto t = get_int(pa, "threads", 0, 1, 1024);
   if (!t) return t.status();
-  set_num_threads(static_cast<int>(*t));
-#ifdef FKV_OPENMP
-  omp_set_num_threads(static_cast<int>(*t));  // engine and scoring regions too
-#endif
+  set_num_threads(static_cast<int>(*t));  // the calling (main) thread's pool
   return Status::ok();
 }
 

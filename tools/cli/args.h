@@ -40,7 +40,7 @@ void print_help(const char* usage, const std::vector<ArgSpec>& specs);
 bool wants_help(const std::vector<std::string>& args);
 // Prints "fastkv: error: ..." on stderr; returns the exit code 1.
 int fail(const Status& st);
-// --threads N (if given): bounds the kernels' and the engine's OpenMP regions.
+// --threads N (if given): the calling thread's kernel threads (core/thread_pool.h).
 Status apply_threads(const ParsedArgs& pa);
 
 // The method flags every command that runs a model takes (--method SPEC, --tsp-rate, ...).

@@ -349,7 +349,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   }
   ctx.model_dtype = model_dtype_of(*model);
   ctx.isa = kernels_in_use(*model);
-  ctx.omp_wait = openmp_wait_description();
+  ctx.pool_wait = pool_wait_description();
   ctx.weight_bytes = model->weight_bytes();
   ctx.config = model->config();
 

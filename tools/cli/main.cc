@@ -41,7 +41,10 @@ void print_main_help() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  fkv::configure_openmp_wait(argv);
+  if (fkv::Status st = fkv::check_engine_environment(); !st) {
+    std::fprintf(stderr, "fastkv: error: %s\n", st.message().c_str());
+    return 2;
+  }
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_main_help();

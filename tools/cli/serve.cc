@@ -948,7 +948,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   so.queue = static_cast<int>(*queue);
   so.kv_memory = *kv_memory;
   so.prefill_rows = static_cast<int>(*chunk);
-  so.omp_threads = pa->has("threads") ? num_threads() : 0;
+  so.threads = pa->has("threads") ? num_threads() : 0;
   Scheduler scheduler(**model, so);
 
   ServeContext ctx;

@@ -7,10 +7,6 @@
 
 #include "kv/method_spec.h"
 
-#ifdef FKV_OPENMP
-#include <omp.h>
-#endif
-
 namespace fkv::serve {
 namespace {
 
@@ -211,10 +207,8 @@ void Scheduler::drop_cancelled() {
 }
 
 void Scheduler::run() {
-#ifdef FKV_OPENMP
-  // omp_set_num_threads is per thread: --threads set it for main(), not for this one.
-  if (opts_.omp_threads > 0) omp_set_num_threads(opts_.omp_threads);
-#endif
+  // Kernel thread counts are per thread: --threads set it for main(), not for this one.
+  if (opts_.threads > 0) set_num_threads(opts_.threads);
   std::vector<BatchItem> items;
   for (;;) {
     {

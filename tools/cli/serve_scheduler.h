@@ -62,7 +62,7 @@ struct SchedulerOptions {
   int queue = 64;          // jobs waiting for admission at most
   size_t kv_memory = 0;    // bound on the reserved cache bytes of all admitted sequences
   int prefill_rows = 512;  // SteppedPrefill rows_per_piece
-  int omp_threads = 0;     // OpenMP team size for the scheduler thread (0: the default)
+  int threads = 0;         // kernel threads of the scheduler thread (0: the default)
 };
 
 struct SchedulerMetrics {

@@ -23,10 +23,6 @@
 #include "engine/engine.h"
 #include "kernels/matmul.h"
 #include "kv/policy.h"
-
-#ifdef FKV_OPENMP
-#include <omp.h>
-#endif
 #include "sampler/sampler.h"
 
 namespace {
@@ -174,7 +170,10 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
-  fkv::configure_openmp_wait(argv);
+  if (fkv::Status st = fkv::check_engine_environment(); !st) {
+    std::fprintf(stderr, "fastkv-fidelity: error: %s\n", st.message().c_str());
+    return 2;
+  }
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -233,12 +232,7 @@ int main(int argc, char** argv) {
   if (o.gen < 1) return fail("--gen must be >= 1");
   // The report is appended (one section per model), atomically: checked before the runs.
   if (auto st = fkv::check_output_path(o.out, "--out"); !st) return fail(st.message());
-  if (o.threads > 0) {
-    fkv::set_num_threads(o.threads);
-#ifdef FKV_OPENMP
-    omp_set_num_threads(o.threads);
-#endif
-  }
+  if (o.threads > 0) fkv::set_num_threads(o.threads);
 
   auto path = fkv::resolve_model_path(o.model);
   if (!path) return fail(path.error());

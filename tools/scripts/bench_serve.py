@@ -87,7 +87,7 @@ class Proc:
     def __init__(self, cmd, ready_pattern, port=None, timeout=300):
         self.log_path = tempfile.mktemp(prefix="bench_serve_", suffix=".log")
         self.log = open(self.log_path, "w")
-        env = dict(os.environ, OMP_WAIT_POLICY="passive")
+        env = dict(os.environ)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=env)
         self.port = port
         if ready_pattern is None:
