@@ -81,7 +81,9 @@ Status set_method_option(PolicyOptions& o, std::string_view key_in, std::string_
                               std::string(key_in).c_str(), valid.c_str()));
 }
 
-Expected<PolicyOptions> parse_method_spec(std::string_view spec_in) {
+namespace {
+// The parser; `seen` receives the normalised keys the spec gives, in order.
+Expected<PolicyOptions> parse_spec(std::string_view spec_in, std::vector<std::string>& seen) {
   const std::string_view spec = trim(spec_in);
   const size_t colon = spec.find(':');
   PolicyOptions o;
@@ -96,7 +98,6 @@ Expected<PolicyOptions> parse_method_spec(std::string_view spec_in) {
   if (!accepted) return accepted.status();
   if (colon == std::string_view::npos) return o;
   std::string_view rest = spec.substr(colon + 1);
-  std::vector<std::string> seen;
   while (true) {
     const size_t comma = rest.find(',');
     const std::string_view item = trim(rest.substr(0, comma));
@@ -127,20 +128,16 @@ Expected<PolicyOptions> parse_method_spec(std::string_view spec_in) {
   return o;
 }
 
-Expected<std::vector<std::string>> method_spec_keys(std::string_view spec_in) {
-  FKV_RETURN_IF_ERROR(parse_method_spec(spec_in).status());
+}  // namespace
+
+Expected<PolicyOptions> parse_method_spec(std::string_view spec) {
   std::vector<std::string> keys;
-  const std::string_view spec = trim(spec_in);
-  const size_t colon = spec.find(':');
-  if (colon == std::string_view::npos) return keys;
-  std::string_view rest = spec.substr(colon + 1);
-  for (;;) {  // well formed: parse_method_spec accepted it
-    const size_t comma = rest.find(',');
-    const std::string_view item = trim(rest.substr(0, comma));
-    keys.push_back(normalise_key(trim(item.substr(0, item.find('=')))));
-    if (comma == std::string_view::npos) break;
-    rest = rest.substr(comma + 1);
-  }
+  return parse_spec(spec, keys);
+}
+
+Expected<std::vector<std::string>> method_spec_keys(std::string_view spec) {
+  std::vector<std::string> keys;
+  FKV_RETURN_IF_ERROR(parse_spec(spec, keys).status());
   return keys;
 }
 

@@ -1,8 +1,6 @@
 #include "kv/scoring.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 
 #include "core/thread_pool.h"
 #include "kernels/dispatch.h"
