@@ -1,4 +1,5 @@
 // Dispatch: picks the best kernel variant once, and the unqualified kernels that forward to it.
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -9,7 +10,8 @@
 
 namespace fkv {
 
-bool isa_supported(Isa isa) {
+namespace {
+bool isa_supported_uncached(Isa isa) {
   switch (isa) {
     case Isa::kScalar:
       return true;
@@ -24,6 +26,19 @@ bool isa_supported(Isa isa) {
     default:
       return false;
   }
+}
+}  // namespace
+
+// Asked on every attention call (ops_table_for): cpuid traps to the hypervisor in a VM (~1 us),
+// so the answers are computed once.
+bool isa_supported(Isa isa) {
+  static const auto supported = [] {
+    std::array<bool, kNumIsas> s{};
+    for (int i = 0; i < kNumIsas; ++i) s[i] = isa_supported_uncached(static_cast<Isa>(i));
+    return s;
+  }();
+  const int i = static_cast<int>(isa);
+  return i >= 0 && i < kNumIsas && supported[i];
 }
 
 const KernelTable* kernel_table(Isa isa) {

@@ -138,7 +138,7 @@ struct Q8_0 {
 // accumulators, updated by the same operations in the same order whatever kR and kN are.
 template <class T, int kR, int kN>
 void dot_tile(const uint8_t* w, size_t w_stride, const uint8_t* xq, size_t xq_stride, int64_t nb,
-              float* y, int64_t y_stride) {
+              float* y, int64_t y_stride, int64_t y_row_step = 1) {
   __m256 acc[kR][kN];
   float summs[kR][kN];
   for (int r = 0; r < kR; ++r) {
@@ -176,7 +176,8 @@ void dot_tile(const uint8_t* w, size_t w_stride, const uint8_t* xq, size_t xq_st
   }
   for (int r = 0; r < kR; ++r) {
     for (int i = 0; i < kN; ++i) {
-      y[i * y_stride + r] = T::kHasMin ? hsum8(acc[r][i]) + summs[r][i] : hsum8(acc[r][i]);
+      y[i * y_stride + r * y_row_step] =
+          T::kHasMin ? hsum8(acc[r][i]) + summs[r][i] : hsum8(acc[r][i]);
     }
   }
 }
@@ -313,8 +314,9 @@ void rows_avx2(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq,
                int64_t nx, int64_t n, float* y, int64_t y_stride) {
   const int64_t nb = n / 32;
   if (nx == 1) {
-    // Decode: independent rows interleaved so the accumulator chains overlap.
-    tile_rows<T, 4, 1>(w, w_stride, nr, xq, xq_stride, nx, nb, y, y_stride);
+    // Decode: one row at a time. Interleaving rows (adjacent, or r and r + nr/2) to overlap the
+    // accumulator chains was 1.7-2x slower on Zen 5: the chains are not the limit here.
+    tile_rows<T, 1, 1>(w, w_stride, nr, xq, xq_stride, nx, nb, y, y_stride);
     return;
   }
   int64_t i = 0;
