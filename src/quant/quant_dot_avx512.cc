@@ -11,6 +11,7 @@
 // GCC 12 flags its own AVX-512 intrinsic headers (_mm512_undefined_*) under -Wall.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 #define FKV_QDOT_VNNI 1

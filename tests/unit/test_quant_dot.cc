@@ -398,7 +398,8 @@ TEST(QuantDot, KernelsMatchScalarAndDequantisedProduct) {
     const std::vector<int64_t> lengths =
         is_k(t) ? std::vector<int64_t>{256, 512, 1536} : std::vector<int64_t>{32, 96, 256, 576};
     for (int64_t n : lengths) {
-      const int64_t rows = 9, nx = 11;  // 11: one group of 8 x rows (paired form) + 3
+      const int64_t rows = 19, nx = 11;  // 11: one group of 8 x rows (paired form) + 3; 19 rows:
+      // two groups of 8 (decode) + 3
       const auto w = random_weights(rng, t, rows, n);
       const size_t wstride = dtype_row_bytes(t, n);
       const auto x = random_floats(rng, nx * n, 2.0f);
@@ -429,6 +430,14 @@ TEST(QuantDot, KernelsMatchScalarAndDequantisedProduct) {
             f(w.data() + r * wstride, wstride, 1, xq.data() + i * xstride, xstride, 1, n, &one, 1);
             ASSERT_EQ(0, std::memcmp(&one, &g, 4)) << where;
           }
+        }
+        // Decode (one activation row, all weight rows: the grouped-row decode kernels) gives the
+        // bits of the batched call too.
+        for (int64_t i = 0; i < nx; ++i) {
+          std::vector<float> dec(static_cast<size_t>(rows));
+          f(w.data(), wstride, rows, xq.data() + i * xstride, xstride, 1, n, dec.data(), 1);
+          ASSERT_EQ(0, std::memcmp(dec.data(), got.data() + i * rows, dec.size() * 4))
+              << quant_dot_isa_name(isa) << " " << dtype_name(t) << " n=" << n << " i=" << i;
         }
         // The VNNI variant sums the same exact i32 lanes as AVX2: the very same bits.
         if (isa == QDotIsa::kAvx512) {
