@@ -112,12 +112,18 @@ Status decode_batch(std::span<const BatchItem> items) {
       rope_row(qr, c.n_heads, hd, c.rot_dim, pos[b], inv_freq.data(), c.rope_style);
       rope_row(kr, c.n_kv_heads, hd, c.rot_dim, pos[b], inv_freq.data(), c.rope_style);
     }
-    for (int b = 0; b < B; ++b) {
-      // The same per-row step as Session::decode (append, attention, decode-time policy).
-      seq[b]->decode_layer_attention(il, S.k.data() + b * kv_dim, S.v.data() + b * kv_dim,
-                                     S.q.data() + b * q_dim, pos[b], reads_cache[b],
-                                     S.att.data() + b * q_dim);
-    }
+    // The same per-row step as Session::decode (append, attention, decode-time policy), on each
+    // sequence's own cache and policy. Sequences are independent, so they run one per task: a
+    // compressed cache is too small for the kernel to split one sequence's attention over the
+    // threads (one core sat idle), and inside a task the kernel runs inline with the very same
+    // splits and merge order, hence the same bits.
+    parallel_for(B,
+                 [&](int64_t b) {
+                   seq[b]->decode_layer_attention(il, S.k.data() + b * kv_dim,
+                                                  S.v.data() + b * kv_dim, S.q.data() + b * q_dim,
+                                                  pos[b], reads_cache[b], S.att.data() + b * q_dim);
+                 },
+                 {.grain = 1});
     // SeqImpl::attn_out_and_mlp over the B rows (elementwise steps per row, as for one).
     matmul_rows(S.att.data(), B, q_dim, L.wo, S.proj.data(), d);
     for (int b = 0; b < B; ++b) add_inplace(S.x.data() + b * d, S.proj.data() + b * d, d);

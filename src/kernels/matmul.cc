@@ -81,18 +81,20 @@ int quant_dot_mode() {  // 0 off, 1 default, 2 all
 
 // The quantised-dot kernel matching the variant `k` (scalar table -> scalar twin, so
 // matmul_with(scalar) stays a portable reference; avx2 table -> at most the AVX2 kernels), or
-// nullptr for the f32 path. By default the quantised dot serves only products of fewer than
-// kSmallN x rows (decode): there it is 2.4-20x faster, while for prefill its one-row-at-a-time
-// kernels run at 0.25-0.8x of dequantise + blocked f32 (docs/KERNELS.md).
+// nullptr for the f32 path. By default the quantised dot serves products of fewer than kSmallN x
+// rows (decode: 2.4-20x faster) and, where it has the 512-bit paired prefill form (VNNI, legacy
+// block types), every product: there it beats dequantise + blocked f32 (1B q4_0 prefill 512: 229
+// vs 173-192 tok/s). Elsewhere (AVX2, k-quants) its prefill kernels run at 0.25-0.8x of the f32
+// path, which then keeps prefill (docs/KERNELS.md).
 QDotFn quant_dot_for(const KernelTable& k, DType t, int64_t n) {
   const int mode = quant_dot_mode();
   if (!has_quant_dot(t) || mode == 0) return nullptr;
-  if (mode == 1 && n >= kSmallN) return nullptr;
   QDotIsa isa = quant_dot_best_isa();
   if (&k == &scalar_kernel_table()) isa = QDotIsa::kScalar;
 #if defined(__x86_64__)
   if (&k == &avx2_kernel_table() && isa == QDotIsa::kAvx512) isa = QDotIsa::kAvx2;
 #endif
+  if (mode == 1 && n >= kSmallN && !quant_dot_has_paired_prefill(t, isa)) return nullptr;
   QDotFn f = quant_dot_fn(t, isa);
   return f != nullptr ? f : quant_dot_fn(t, QDotIsa::kScalar);
 }

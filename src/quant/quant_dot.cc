@@ -575,6 +575,20 @@ QDotFn quant_dot_fn(DType t, QDotIsa isa) {
   }
 }
 
+bool quant_dot_has_paired_prefill(DType t, QDotIsa isa) {
+  if (isa != QDotIsa::kAvx512 || !quant_dot_isa_supported(isa)) return false;
+  switch (t) {
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kQ8_0:
+      return true;
+    default:
+      return false;
+  }
+}
+
 float vec_dot_quant(DType t, const void* w_row, const void* xq, int64_t n) {
   QDotFn f = quant_dot_fn(t, quant_dot_best_isa());
   if (f == nullptr) f = scalar_kernel(t);

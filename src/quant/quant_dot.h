@@ -64,6 +64,10 @@ const char* quant_dot_isa_name(QDotIsa isa);
 // to nothing: callers pick another path).
 QDotFn quant_dot_fn(DType t, QDotIsa isa);
 
+// True where the variant has the 512-bit paired prefill form for `t` (kAvx512 with q4_0, q4_1,
+// q5_0, q5_1, q8_0): the one case where the quantised dot beats dequantise + f32 for many x rows.
+bool quant_dot_has_paired_prefill(DType t, QDotIsa isa);
+
 // One dot product with the best variant (tests and tools; matmul uses quant_dot_fn).
 float vec_dot_quant(DType t, const void* w_row, const void* xq, int64_t n);
 

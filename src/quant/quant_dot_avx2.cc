@@ -37,6 +37,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 namespace fkv::qdot_detail {
 namespace {
@@ -97,18 +98,28 @@ inline float hsum8(__m256 v) {
 struct Q4_0 {
   static constexpr int kWBytes = 18, kXBytes = 34, kXqOff = 2;
   static constexpr bool kHasMin = false, kUnsigned = false;
+  static constexpr int kBias = 8;  // ucodes - kBias == codes
+  static __m256i ucodes(const uint8_t* w) { return nibbles32(w + 2); }
   static __m256i codes(const uint8_t* w) {
-    return _mm256_sub_epi8(nibbles32(w + 2), _mm256_set1_epi8(8));
+    return _mm256_sub_epi8(ucodes(w), _mm256_set1_epi8(kBias));
   }
 };
 struct Q4_1 {
   static constexpr int kWBytes = 20, kXBytes = 36, kXqOff = 4;
   static constexpr bool kHasMin = true, kUnsigned = true;
+  static constexpr int kBias = 0;
   static __m256i codes(const uint8_t* w) { return nibbles32(w + 4); }
+  static __m256i ucodes(const uint8_t* w) { return codes(w); }
 };
 struct Q5_0 {
   static constexpr int kWBytes = 22, kXBytes = 34, kXqOff = 2;
   static constexpr bool kHasMin = false, kUnsigned = false;
+  static constexpr int kBias = 16;
+  static __m256i ucodes(const uint8_t* w) {  // nibble | bit << 4
+    uint32_t qh;
+    std::memcpy(&qh, w + 2, 4);
+    return _mm256_or_si256(nibbles32(w + 6), _mm256_and_si256(bits32(qh), _mm256_set1_epi8(0x10)));
+  }
   static __m256i codes(const uint8_t* w) {
     uint32_t qh;
     std::memcpy(&qh, w + 2, 4);
@@ -120,6 +131,8 @@ struct Q5_0 {
 struct Q5_1 {
   static constexpr int kWBytes = 24, kXBytes = 36, kXqOff = 4;
   static constexpr bool kHasMin = true, kUnsigned = true;
+  static constexpr int kBias = 0;
+  static __m256i ucodes(const uint8_t* w) { return codes(w); }
   static __m256i codes(const uint8_t* w) {
     uint32_t qh;
     std::memcpy(&qh, w + 4, 4);
@@ -130,7 +143,11 @@ struct Q5_1 {
 struct Q8_0 {
   static constexpr int kWBytes = 34, kXBytes = 34, kXqOff = 2;
   static constexpr bool kHasMin = false, kUnsigned = false;
+  static constexpr int kBias = 128;
   static __m256i codes(const uint8_t* w) { return load32(w + 2); }
+  static __m256i ucodes(const uint8_t* w) {  // c + 128
+    return _mm256_xor_si256(codes(w), _mm256_set1_epi8(static_cast<char>(0x80)));
+  }
 };
 
 // Decode reads each weight row once, kR rows at a time. Interleaved rows are short strided
@@ -232,13 +249,16 @@ void tile_rows(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq,
 // exactly the lanes and goes through exactly the operations of dot_tile's accumulator, and the
 // min sums run as 8-lane vectors whose lane i is x row i's scalar sum (separate mul and add), so
 // every output has the same bits as from dot_tile. x rows in groups of 8 (4 pairs); their blocks
-// are first gathered into pair order with scales as f32, on the stack (nb <= kMaxPairBlocks).
-constexpr int64_t kMaxPairBlocks = 128;
+// are first gathered into pair order with scales as f32, in a per-thread buffer (nb <=
+// kMaxPairBlocks: rows of up to 16384 elements, the d_ff of 8B-class models).
+constexpr int64_t kMaxPairBlocks = 512;
 
 struct PairedX {
   alignas(64) uint8_t qs[kMaxPairBlocks][4][64];  // [block][pair][row 2p | row 2p+1]
   alignas(64) float dx[kMaxPairBlocks][4][16];    // the two rows' d, 8 lanes each
   alignas(32) float sx[kMaxPairBlocks][8];        // s of the 8 rows (q*_1)
+  // -kBias * (sum of x over each i32 lane's 4 elements), the vpdpbusd start for unsigned codes.
+  alignas(64) int32_t start[kMaxPairBlocks][4][16];
 };
 
 template <class T>
@@ -250,6 +270,15 @@ void pair_x(const uint8_t* xq, size_t xq_stride, int64_t nb, PairedX* px) {
       const float d = load_f16(xb);
       for (int l = 0; l < 8; ++l) px->dx[b][i / 2][8 * (i % 2) + l] = d;
       px->sx[b][i] = T::kHasMin ? load_f16(xb + 2) : 0.0f;
+    }
+    for (int p = 0; p < 4; ++p) {
+      __m512i start = _mm512_setzero_si512();
+      if constexpr (T::kBias != 0) {
+        const __m512i qx = _mm512_load_si512(px->qs[b][p]);
+        start = _mm512_sub_epi32(
+            start, _mm512_dpbusd_epi32(start, _mm512_set1_epi8(static_cast<char>(T::kBias)), qx));
+      }
+      _mm512_store_si512(px->start[b][p], start);
     }
   }
 }
@@ -263,37 +292,30 @@ void dot_pairs(const uint8_t* w, size_t w_stride, const PairedX& px, int64_t nb,
     for (int p = 0; p < 4; ++p) acc[r][p] = _mm512_setzero_ps();
     summs[r] = _mm256_setzero_ps();
   }
+  const int64_t lines = (kR * static_cast<int64_t>(w_stride) + 63) / 64;
   for (int64_t b = 0; b < nb; ++b) {
+    prefetch_next_rows(w + kR * w_stride, lines, b, nb);
     const size_t woff = static_cast<size_t>(b) * T::kWBytes;
     __m512i uw[kR];
-    __mmask64 neg[kR];
     __m512 dw[kR];
     for (int r = 0; r < kR; ++r) {
       const uint8_t* wb = w + r * w_stride + woff;
-      const __m256i qw = T::codes(wb);
+      // Unsigned codes (code + kBias) with the lanes started at -kBias * sum(x): the exact i32
+      // lanes of the signed product, without the per-pair sign fix-up.
+      uw[r] = _mm512_broadcast_i64x4(T::ucodes(wb));
       dw[r] = _mm512_set1_ps(load_f16(wb));
       if constexpr (T::kHasMin) {
         const __m256 mw = _mm256_set1_ps(load_f16(wb + 2));
         summs[r] = _mm256_add_ps(summs[r], _mm256_mul_ps(mw, _mm256_load_ps(px.sx[b])));
       }
-      if constexpr (T::kUnsigned) {
-        uw[r] = _mm512_broadcast_i64x4(qw);
-        neg[r] = 0;
-      } else {
-        const __m512i q2 = _mm512_broadcast_i64x4(qw);
-        uw[r] = _mm512_abs_epi8(q2);
-        neg[r] = _mm512_movepi8_mask(q2);
-      }
     }
     for (int p = 0; p < 4; ++p) {
       const __m512i qx = _mm512_load_si512(px.qs[b][p]);
       const __m512 dx = _mm512_load_ps(px.dx[b][p]);
+      const __m512i start =
+          T::kBias != 0 ? _mm512_load_si512(px.start[b][p]) : _mm512_setzero_si512();
       for (int r = 0; r < kR; ++r) {
-        // sign(x, w): x negated where w < 0 (where w == 0 the |w| factor is 0 anyway).
-        const __m512i sx =
-            T::kUnsigned ? qx : _mm512_mask_sub_epi8(qx, neg[r], _mm512_setzero_si512(), qx);
-        const __m512 lanes =
-            _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), uw[r], sx));
+        const __m512 lanes = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, uw[r], qx));
         acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), lanes, acc[r][p]);
       }
     }
@@ -314,7 +336,9 @@ void dot_pairs(const uint8_t* w, size_t w_stride, const PairedX& px, int64_t nb,
 template <class T>
 void rows_pairs(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq, size_t xq_stride,
                 int64_t nb, float* y, int64_t y_stride) {
-  PairedX px;
+  thread_local std::unique_ptr<PairedX> buf;  // ~400 KB: too big for a worker's stack
+  if (!buf) buf = std::make_unique<PairedX>();
+  PairedX& px = *buf;
   pair_x<T>(xq, xq_stride, nb, &px);
   int64_t r = 0;
   for (; r + 4 <= nr; r += 4) dot_pairs<T, 4>(w + r * w_stride, w_stride, px, nb, y + r, y_stride);

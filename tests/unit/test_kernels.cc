@@ -456,12 +456,17 @@ TEST(Matmul, QuantizedWeightsThroughDequantizeRow) {
               for (int64_t c = 0; c < cols; ++c) {
                 mag += std::fabs(static_cast<double>(x[i * cols + c]) * values[r * cols + c]);
               }
-              // Products of fewer than 8 rows (or any, under FKV_QDOT=all) take the quantised
-              // dot, which rounds x to 8 bits per block as llama.cpp does: add that error bound.
+              // Products of fewer than 8 rows (or any, with the paired prefill form or under
+              // FKV_QDOT=all) take the quantised dot, which rounds x to 8 bits per block as
+              // llama.cpp does: add that error bound.
               const char* qdot_env = std::getenv("FKV_QDOT");
               const bool all = qdot_env != nullptr && std::string(qdot_env) == "all";
               const bool off = qdot_env != nullptr && std::string(qdot_env) == "0";
-              const bool qd = has_quant_dot(t) && !off && (n < 8 || all);
+              QDotIsa isa = quant_dot_best_isa();
+              if (k == &scalar_kernel_table()) isa = QDotIsa::kScalar;
+              if (k == kernel_table(Isa::kAvx2) && isa == QDotIsa::kAvx512) isa = QDotIsa::kAvx2;
+              const bool qd = has_quant_dot(t) && !off &&
+                              (n < 8 || all || quant_dot_has_paired_prefill(t, isa));
               double act = 0;
               if (qd) {
                 const int64_t blk = vec_dot_type(t) == DType::kQ8_K ? 256 : 32;

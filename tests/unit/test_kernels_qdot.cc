@@ -1,7 +1,8 @@
 // matmul on weights with a quantised dot (quant/quant_dot.h): every output element is exactly
 // vec_dot(weight row, quantised x row) (so the new path is the one taken), it stays within the
 // activation-quantisation error bound of the f32-dequantised product, and it is bitwise the same
-// for 1 and 2 threads, n = 1 and n > 1. (k-quants use it for n < 8 only, by default.)
+// for 1 and 2 threads, n = 1 and n > 1. (k-quants, and every type on AVX2, use it for n < 8
+// only, by default.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -110,10 +111,12 @@ TEST(MatmulQuantDot, UsesVecDotAndBoundsAgainstDequantisedProduct) {
             const std::string where = std::string(k->name) + " " + dtype_name(t) +
                                       " n=" + std::to_string(n) + " i=" + std::to_string(i) +
                                       " r=" + std::to_string(r);
-            // The quantised dot serves only n < 8 (unless FKV_QDOT=all).
+            // The quantised dot serves n < 8, and every n where the variant has the paired
+            // prefill form (or under FKV_QDOT=all).
             const char* mode = std::getenv("FKV_QDOT");
             const bool qdot_path = (mode == nullptr || std::strcmp(mode, "0") != 0) &&
-                                   (n < 8 || std::strcmp(mode ? mode : "", "all") == 0);
+                                   (n < 8 || std::strcmp(mode ? mode : "", "all") == 0 ||
+                                    quant_dot_has_paired_prefill(t, isa));
             if (qdot_path) {
               float want;
               quant_dot_fn(t, isa)(w.row(r), 0, 1, xq.data(), 0, 1, cols, &want, 1);
