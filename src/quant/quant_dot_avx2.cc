@@ -248,8 +248,8 @@ void tile_rows(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq,
 // 512-bit vector, so one vpdpbusd / cvt / mul / fma serves two outputs. Each 256-bit half holds
 // exactly the lanes and goes through exactly the operations of dot_tile's accumulator, and the
 // min sums run as 8-lane vectors whose lane i is x row i's scalar sum (separate mul and add), so
-// every output has the same bits as from dot_tile. x rows in groups of 8 (4 pairs); their blocks
-// are first gathered into pair order with scales as f32, in a per-thread buffer (nb <=
+// every output has the same bits as from dot_tile. x rows in groups of 8 (4 pairs; a remainder of
+// 2-7 rows in 1-3 pairs: batched decode of a few sequences); their blocks are first gathered into pair order with scales as f32, in a per-thread buffer (nb <=
 // kMaxPairBlocks: rows of up to 16384 elements, the d_ff of 8B-class models).
 constexpr int64_t kMaxPairBlocks = 512;
 
@@ -261,17 +261,18 @@ struct PairedX {
   alignas(64) int32_t start[kMaxPairBlocks][4][16];
 };
 
-template <class T>
+// The first 2 kP x rows (kP pairs).
+template <class T, int kP>
 void pair_x(const uint8_t* xq, size_t xq_stride, int64_t nb, PairedX* px) {
   for (int64_t b = 0; b < nb; ++b) {
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < 2 * kP; ++i) {
       const uint8_t* xb = xq + i * xq_stride + static_cast<size_t>(b) * T::kXBytes;
       std::memcpy(px->qs[b][i / 2] + 32 * (i % 2), xb + T::kXqOff, 32);
       const float d = load_f16(xb);
       for (int l = 0; l < 8; ++l) px->dx[b][i / 2][8 * (i % 2) + l] = d;
       px->sx[b][i] = T::kHasMin ? load_f16(xb + 2) : 0.0f;
     }
-    for (int p = 0; p < 4; ++p) {
+    for (int p = 0; p < kP; ++p) {
       __m512i start = _mm512_setzero_si512();
       if constexpr (T::kBias != 0) {
         const __m512i qx = _mm512_load_si512(px->qs[b][p]);
@@ -283,13 +284,13 @@ void pair_x(const uint8_t* xq, size_t xq_stride, int64_t nb, PairedX* px) {
   }
 }
 
-template <class T, int kR>
+template <class T, int kR, int kP>
 void dot_pairs(const uint8_t* w, size_t w_stride, const PairedX& px, int64_t nb, float* y,
                int64_t y_stride) {
-  __m512 acc[kR][4];
+  __m512 acc[kR][kP];
   __m256 summs[kR];
   for (int r = 0; r < kR; ++r) {
-    for (int p = 0; p < 4; ++p) acc[r][p] = _mm512_setzero_ps();
+    for (int p = 0; p < kP; ++p) acc[r][p] = _mm512_setzero_ps();
     summs[r] = _mm256_setzero_ps();
   }
   const int64_t lines = (kR * static_cast<int64_t>(w_stride) + 63) / 64;
@@ -309,7 +310,7 @@ void dot_pairs(const uint8_t* w, size_t w_stride, const PairedX& px, int64_t nb,
         summs[r] = _mm256_add_ps(summs[r], _mm256_mul_ps(mw, _mm256_load_ps(px.sx[b])));
       }
     }
-    for (int p = 0; p < 4; ++p) {
+    for (int p = 0; p < kP; ++p) {
       const __m512i qx = _mm512_load_si512(px.qs[b][p]);
       const __m512 dx = _mm512_load_ps(px.dx[b][p]);
       const __m512i start =
@@ -323,7 +324,7 @@ void dot_pairs(const uint8_t* w, size_t w_stride, const PairedX& px, int64_t nb,
   for (int r = 0; r < kR; ++r) {
     alignas(32) float m[8];
     _mm256_store_ps(m, summs[r]);
-    for (int p = 0; p < 4; ++p) {
+    for (int p = 0; p < kP; ++p) {
       const __m256 lo = _mm512_castps512_ps256(acc[r][p]);
       const __m256 hi = _mm512_extractf32x8_ps(acc[r][p], 1);
       const float s0 = hsum8(lo), s1 = hsum8(hi);
@@ -333,16 +334,20 @@ void dot_pairs(const uint8_t* w, size_t w_stride, const PairedX& px, int64_t nb,
   }
 }
 
-template <class T>
+// Weight rows [0, nr) against the first 2 kP x rows; fewer pairs leave registers for more rows.
+template <class T, int kP>
 void rows_pairs(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq, size_t xq_stride,
                 int64_t nb, float* y, int64_t y_stride) {
+  constexpr int kR = kP <= 2 ? 8 : 4;
   thread_local std::unique_ptr<PairedX> buf;  // ~400 KB: too big for a worker's stack
   if (!buf) buf = std::make_unique<PairedX>();
   PairedX& px = *buf;
-  pair_x<T>(xq, xq_stride, nb, &px);
+  pair_x<T, kP>(xq, xq_stride, nb, &px);
   int64_t r = 0;
-  for (; r + 4 <= nr; r += 4) dot_pairs<T, 4>(w + r * w_stride, w_stride, px, nb, y + r, y_stride);
-  for (; r < nr; ++r) dot_pairs<T, 1>(w + r * w_stride, w_stride, px, nb, y + r, y_stride);
+  for (; r + kR <= nr; r += kR) {
+    dot_pairs<T, kR, kP>(w + r * w_stride, w_stride, px, nb, y + r, y_stride);
+  }
+  for (; r < nr; ++r) dot_pairs<T, 1, kP>(w + r * w_stride, w_stride, px, nb, y + r, y_stride);
 }
 #endif
 
@@ -485,8 +490,25 @@ void rows_avx2(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq,
 #if defined(FKV_QDOT_VNNI)
   if (nb <= kMaxPairBlocks) {
     for (; i + 8 <= nx; i += 8) {
-      rows_pairs<T>(w, w_stride, nr, xq + i * xq_stride, xq_stride, nb, y + i * y_stride, y_stride);
+      rows_pairs<T, 4>(w, w_stride, nr, xq + i * xq_stride, xq_stride, nb, y + i * y_stride,
+                       y_stride);
     }
+    const uint8_t* xi = xq + i * xq_stride;
+    float* yi = y + i * y_stride;
+    switch ((nx - i) / 2) {
+      case 3:
+        rows_pairs<T, 3>(w, w_stride, nr, xi, xq_stride, nb, yi, y_stride);
+        break;
+      case 2:
+        rows_pairs<T, 2>(w, w_stride, nr, xi, xq_stride, nb, yi, y_stride);
+        break;
+      case 1:
+        rows_pairs<T, 1>(w, w_stride, nr, xi, xq_stride, nb, yi, y_stride);
+        break;
+      default:
+        break;
+    }
+    i += (nx - i) / 2 * 2;
   }
 #endif
   if (i < nx) {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -397,9 +398,12 @@ TEST(QuantDot, KernelsMatchScalarAndDequantisedProduct) {
     double worst_simd = 0.0, worst_ref = 0.0;  // observed error / T, for the log
     const std::vector<int64_t> lengths =
         is_k(t) ? std::vector<int64_t>{256, 512, 1536} : std::vector<int64_t>{32, 96, 256, 576};
-    for (int64_t n : lengths) {
-      const int64_t rows = 19, nx = 11;  // 11: one group of 8 x rows (paired form) + 3; 19 rows:
-      // two groups of 8 (decode) + 3
+    // x rows: 11 = one group of 8 (paired form) + 1 pair + 1; 14 = 8 + 3 pairs; 4 = 2 pairs (a
+    // batched decode of 4 sequences). 19 weight rows: two groups of 8 (decode) + 3.
+    for (const auto& [n, nx] : std::vector<std::pair<int64_t, int64_t>>{
+             {lengths[0], 4}, {lengths[1], 14}, {lengths[1], 11}, {lengths[2], 11},
+             {lengths.back(), 11}}) {
+      const int64_t rows = 19;
       const auto w = random_weights(rng, t, rows, n);
       const size_t wstride = dtype_row_bytes(t, n);
       const auto x = random_floats(rng, nx * n, 2.0f);
