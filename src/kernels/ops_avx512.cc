@@ -383,16 +383,24 @@ void gemm_xpacked_avx512(const float* xp, int64_t n, const float* w, int64_t nr,
 
 void f16_row_to_f32_avx512(const uint16_t* src, float* dst, int64_t n) {
   const uint8_t* p = reinterpret_cast<const uint8_t*>(src);
-  for (int64_t c = 0; c < n; c += kLanes) {
-    const __mmask16 m = n - c >= kLanes ? 0xffff : tail_mask(n - c);
+  int64_t c = 0;
+  // Plain stores where whole: masked stores in every step ran this at ~3 GB/s on Zen 5 (it widens
+  // every key and value block the decode attention reads).
+  for (; c + kLanes <= n; c += kLanes) _mm512_storeu_ps(dst + c, LoadF16::load(p, c));
+  if (c < n) {
+    const __mmask16 m = tail_mask(n - c);
     _mm512_mask_storeu_ps(dst + c, m, LoadF16::load_tail(p, c, m));
   }
 }
 
 void bf16_row_to_f32_avx512(const uint16_t* src, float* dst, int64_t n) {
   const uint8_t* p = reinterpret_cast<const uint8_t*>(src);
-  for (int64_t c = 0; c < n; c += kLanes) {
-    const __mmask16 m = n - c >= kLanes ? 0xffff : tail_mask(n - c);
+  int64_t c = 0;
+  // Plain stores where whole: masked stores in every step ran this at ~3 GB/s on Zen 5 (it widens
+  // every key and value block the decode attention reads).
+  for (; c + kLanes <= n; c += kLanes) _mm512_storeu_ps(dst + c, LoadBF16::load(p, c));
+  if (c < n) {
+    const __mmask16 m = tail_mask(n - c);
     _mm512_mask_storeu_ps(dst + c, m, LoadBF16::load_tail(p, c, m));
   }
 }
