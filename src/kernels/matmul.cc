@@ -375,10 +375,13 @@ void matmul_rows_with(const KernelTable& k, const float* x, int64_t n, int64_t x
             static_cast<long long>(x_stride), static_cast<long long>(y_stride),
             static_cast<long long>(w.rows), static_cast<long long>(w.cols));
   if (w.rows == 0) return;
-  const int64_t tiles = (w.rows + kTileRows - 1) / kTileRows;
+  const QDotFn qdot = quant_dot_for(k, w.dtype, 1);
+  // The quantised dot packs its x rows once per call, so it takes bigger tiles (as matmul_with
+  // does for n >= kSmallN); tiles never change a result's bits.
+  const int64_t tile_rows = qdot != nullptr && n >= kSmallN ? kQDotPrefillTileRows : kTileRows;
+  const int64_t tiles = (w.rows + tile_rows - 1) / tile_rows;
   int64_t threads = std::min<int64_t>(num_threads(), tiles);
   if (n * w.rows * w.cols < kMinParallelMacs) threads = 1;
-  const QDotFn qdot = quant_dot_for(k, w.dtype, 1);
   size_t xq_stride = 0;
   uint8_t* xq = nullptr;
   Bf16X xb;  // rows, as matmul_with rounds its single row
@@ -392,8 +395,8 @@ void matmul_rows_with(const KernelTable& k, const float* x, int64_t n, int64_t x
     }
   }
   auto run_tile = [&](int64_t t) {
-    const int64_t r0 = t * kTileRows;
-    const int64_t nr = std::min(kTileRows, w.rows - r0);
+    const int64_t r0 = t * tile_rows;
+    const int64_t nr = std::min(tile_rows, w.rows - r0);
     if (qdot != nullptr) {
       qdot(w.row(r0), w.row_bytes, nr, xq, xq_stride, n, w.cols, y + r0, y_stride);
       return;

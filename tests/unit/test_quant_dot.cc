@@ -400,9 +400,11 @@ TEST(QuantDot, KernelsMatchScalarAndDequantisedProduct) {
         is_k(t) ? std::vector<int64_t>{256, 512, 1536} : std::vector<int64_t>{32, 96, 256, 576};
     // x rows: 11 = one group of 8 (paired form) + 1 pair + 1; 14 = 8 + 3 pairs; 4 = 2 pairs (a
     // batched decode of 4 sequences). 19 weight rows: two groups of 8 (decode) + 3.
-    for (const auto& [n, nx] : std::vector<std::pair<int64_t, int64_t>>{
-             {lengths[0], 4}, {lengths[1], 14}, {lengths[1], 11}, {lengths[2], 11},
-             {lengths.back(), 11}}) {
+    for (const auto& [n, nx] : std::vector<std::pair<int64_t, int64_t>>{{lengths[0], 4},
+                                                                        {lengths[1], 14},
+                                                                        {lengths[1], 11},
+                                                                        {lengths[2], 11},
+                                                                        {lengths.back(), 11}}) {
       const int64_t rows = 19;
       const auto w = random_weights(rng, t, rows, n);
       const size_t wstride = dtype_row_bytes(t, n);
