@@ -249,8 +249,9 @@ void tile_rows(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq,
 // exactly the lanes and goes through exactly the operations of dot_tile's accumulator, and the
 // min sums run as 8-lane vectors whose lane i is x row i's scalar sum (separate mul and add), so
 // every output has the same bits as from dot_tile. x rows in groups of 8 (4 pairs; a remainder of
-// 2-7 rows in 1-3 pairs: batched decode of a few sequences); their blocks are first gathered into pair order with scales as f32, in a per-thread buffer (nb <=
-// kMaxPairBlocks: rows of up to 16384 elements, the d_ff of 8B-class models).
+// 2-7 rows in 1-3 pairs: batched decode of a few sequences); their blocks are first gathered into
+// pair order with scales as f32, in a per-thread buffer (nb <= kMaxPairBlocks: rows of up to 16384
+// elements, the d_ff of 8B-class models).
 constexpr int64_t kMaxPairBlocks = 512;
 
 struct PairedX {
