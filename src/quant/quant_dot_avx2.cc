@@ -38,6 +38,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 namespace fkv::qdot_detail {
 namespace {
@@ -402,6 +403,15 @@ inline uint16_t load_u16(const uint8_t* p) {
   return h;
 }
 
+// The 16-bit words at p + r * stride for r in I..., in lanes r (the lane index must be a
+// constant for vpinsrw even in unoptimised builds, hence the index pack).
+template <size_t... I>
+__m128i gather_u16(const uint8_t* p, size_t stride, std::index_sequence<I...>) {
+  __m128i v = _mm_setzero_si128();
+  ((v = _mm_insert_epi16(v, load_u16(p + I * stride), static_cast<int>(I))), ...);
+  return v;
+}
+
 // Rows [0, 2 kPairs) of w: pair p is rows 2p and 2p + 1.
 template <class T, int kPairs>
 void dot_decode_pairs(const uint8_t* w, size_t w_stride, const uint8_t* xq, int64_t nb, float* y) {
@@ -430,11 +440,10 @@ void dot_decode_pairs(const uint8_t* w, size_t w_stride, const uint8_t* xq, int6
           init, _mm512_dpbusd_epi32(init, _mm512_set1_epi8(static_cast<char>(D::kBias)), qx));
     }
     // The kR rows' scales (and mins) as f32 lanes.
-    __m128i dh = _mm_setzero_si128(), mh = _mm_setzero_si128();
-    for (int r = 0; r < kR; ++r) {
-      const uint8_t* wb = w + r * w_stride + woff;
-      dh = _mm_insert_epi16(dh, load_u16(wb), r);
-      if constexpr (T::kHasMin) mh = _mm_insert_epi16(mh, load_u16(wb + 2), r);
+    const __m128i dh = gather_u16(w + woff, w_stride, std::make_index_sequence<kR>{});
+    __m128i mh = _mm_setzero_si128();
+    if constexpr (T::kHasMin) {
+      mh = gather_u16(w + woff + 2, w_stride, std::make_index_sequence<kR>{});
     }
     const __m512 dw = _mm512_zextps256_ps512(_mm256_cvtph_ps(dh));
     if constexpr (T::kHasMin) {
