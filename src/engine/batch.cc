@@ -66,7 +66,6 @@ Status decode_batch(std::span<const BatchItem> items) {
   const int hd = c.head_dim;
   const int64_t q_dim = static_cast<int64_t>(c.n_heads) * hd;
   const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * hd;
-  const std::vector<float>& inv_freq = model.rope_inv_freq();
   std::vector<int32_t> pos(B);  // [B] position of each row: that sequence's prompt length + step
   for (int b = 0; b < B; ++b) pos[b] = seq[b]->kv.next_pos();
 
@@ -92,25 +91,9 @@ Status decode_batch(std::span<const BatchItem> items) {
     matmul_rows(S.xn.data(), B, d, L.wk, S.k.data(), kv_dim);
     matmul_rows(S.xn.data(), B, d, L.wv, S.v.data(), kv_dim);
     for (int b = 0; b < B; ++b) {
-      // The per-row part of SeqImpl::qkv: biases, Qwen3 q/k norms, RoPE at this row's position.
-      float* qr = S.q.data() + b * q_dim;
-      float* kr = S.k.data() + b * kv_dim;
-      float* vr = S.v.data() + b * kv_dim;
-      if (!L.bq.empty()) {
-        add_inplace(qr, L.bq.data(), q_dim);
-        add_inplace(kr, L.bk.data(), kv_dim);
-        add_inplace(vr, L.bv.data(), kv_dim);
-      }
-      if (!L.q_norm.empty()) {
-        for (int h = 0; h < c.n_heads; ++h) {
-          rms_norm_row(qr + h * hd, L.q_norm.data(), hd, c.rms_eps, qr + h * hd);
-        }
-        for (int h = 0; h < c.n_kv_heads; ++h) {
-          rms_norm_row(kr + h * hd, L.k_norm.data(), hd, c.rms_eps, kr + h * hd);
-        }
-      }
-      rope_row(qr, c.n_heads, hd, c.rot_dim, pos[b], inv_freq.data(), c.rope_style);
-      rope_row(kr, c.n_kv_heads, hd, c.rot_dim, pos[b], inv_freq.data(), c.rope_style);
+      // The per-row part of SeqImpl::qkv (biases, Qwen3 q/k norms, RoPE at this row's position).
+      seq[b]->finish_qkv_row(L, S.q.data() + b * q_dim, S.k.data() + b * kv_dim,
+                             S.v.data() + b * kv_dim, pos[b]);
     }
     // The same per-row step as Session::decode (append, attention, decode-time policy), on each
     // sequence's own cache and policy. Sequences are independent, so they run one per task: a

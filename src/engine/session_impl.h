@@ -129,6 +129,32 @@ struct Session::Impl {
     });
   }
 
+  // The per-row part of Q/K/V after the projections, in place: biases, per-head q/k norms
+  // (Qwen3), RoPE at position p. qr [n_heads * head_dim], kr and vr [n_kv_heads * head_dim].
+  void finish_qkv_row(const LayerWeights& L, float* qr, float* kr, float* vr, int32_t p) const {
+    const ModelConfig& c = model.config();
+    const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
+    const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
+    if (!L.bq.empty()) {
+      add_inplace(qr, L.bq.data(), q_dim);
+      add_inplace(kr, L.bk.data(), kv_dim);
+      add_inplace(vr, L.bv.data(), kv_dim);
+    }
+    if (!L.q_norm.empty()) {
+      for (int h = 0; h < c.n_heads; ++h) {
+        rms_norm_row(qr + h * c.head_dim, L.q_norm.data(), c.head_dim, c.rms_eps,
+                     qr + h * c.head_dim);
+      }
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        rms_norm_row(kr + h * c.head_dim, L.k_norm.data(), c.head_dim, c.rms_eps,
+                     kr + h * c.head_dim);
+      }
+    }
+    const std::vector<float>& inv_freq = model.rope_inv_freq();
+    rope_row(qr, c.n_heads, c.head_dim, c.rot_dim, p, inv_freq.data(), c.rope_style);
+    rope_row(kr, c.n_kv_heads, c.head_dim, c.rot_dim, p, inv_freq.data(), c.rope_style);
+  }
+
   // Q/K/V of rows [r0, r0 + n) from their normed input xin [n, d_model] into q, k, v (sized).
   void qkv_rows(const LayerWeights& L, const float* xin, int r0, int n,
                 std::span<const int32_t> pos) {
@@ -141,32 +167,11 @@ struct Session::Impl {
     matmul(xin, n, c.d_model, L.wq, q0, q_dim);
     matmul(xin, n, c.d_model, L.wk, k0, kv_dim);
     matmul(xin, n, c.d_model, L.wv, v0, kv_dim);
-    const std::vector<float>& inv_freq = model.rope_inv_freq();
-    parallel_for(
-        n,
-        [&](int64_t r) {
-          float* qr = q0 + r * q_dim;
-          float* kr = k0 + r * kv_dim;
-          float* vr = v0 + r * kv_dim;
-          if (!L.bq.empty()) {
-            add_inplace(qr, L.bq.data(), q_dim);
-            add_inplace(kr, L.bk.data(), kv_dim);
-            add_inplace(vr, L.bv.data(), kv_dim);
-          }
-          if (!L.q_norm.empty()) {
-            for (int h = 0; h < c.n_heads; ++h) {
-              rms_norm_row(qr + h * c.head_dim, L.q_norm.data(), c.head_dim, c.rms_eps,
-                           qr + h * c.head_dim);
-            }
-            for (int h = 0; h < c.n_kv_heads; ++h) {
-              rms_norm_row(kr + h * c.head_dim, L.k_norm.data(), c.head_dim, c.rms_eps,
-                           kr + h * c.head_dim);
-            }
-          }
-          rope_row(qr, c.n_heads, c.head_dim, c.rot_dim, pos[r], inv_freq.data(), c.rope_style);
-          rope_row(kr, c.n_kv_heads, c.head_dim, c.rot_dim, pos[r], inv_freq.data(), c.rope_style);
-        },
-        {.max_threads = n * q_dim > (1 << 16) ? 0 : 1});
+    parallel_for(n,
+                 [&](int64_t r) {
+                   finish_qkv_row(L, q0 + r * q_dim, k0 + r * kv_dim, v0 + r * kv_dim, pos[r]);
+                 },
+                 {.max_threads = n * q_dim > (1 << 16) ? 0 : 1});
   }
 
   // x += Wo . att ; x += MLP(norm(x)), for n rows, in chunks of chunk_rows() rows so the
