@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/memory_usage.h"
+#include "engine/batch.h"
 #include "kernels/matmul.h"
 #include "kv/method_spec.h"
 
@@ -40,9 +41,11 @@ RowStats row_stats(const BenchRow& r) {
   const BenchCase& c = r.bench_case;
   for (const BenchSample& s : r.samples) {
     pre.push_back(s.prefill_s);
-    pre_tps.push_back(s.prefill_s > 0 ? c.prompt_tokens / s.prefill_s : 0.0);
+    // A batch's tok/s counts every sequence's tokens; its decode ms are per step (one token for
+    // each sequence).
+    pre_tps.push_back(s.prefill_s > 0 ? double(c.batch) * c.prompt_tokens / s.prefill_s : 0.0);
     dec_ms.push_back(c.gen_tokens > 0 ? 1000.0 * s.decode_s / c.gen_tokens : 0.0);
-    dec_tps.push_back(s.decode_s > 0 ? c.gen_tokens / s.decode_s : 0.0);
+    dec_tps.push_back(s.decode_s > 0 ? double(c.batch) * c.gen_tokens / s.decode_s : 0.0);
     e2e.push_back(s.prefill_s + s.decode_s);
     kv.push_back(static_cast<double>(s.kv_bytes));
     kvp.push_back(static_cast<double>(s.kv_bytes_after_prefill));
@@ -118,6 +121,9 @@ Status validate_bench_case(const BenchCase& c, const ModelConfig& cfg) {
   }
   if (c.threads < 1) return Status::error("bench: threads must be at least 1");
   if (c.ubatch < 1) return Status::error("bench: ubatch must be at least 1");
+  if (c.batch < 1 || c.batch > kMaxBenchBatch) {
+    return Status::error(strfmt("bench: batch %d is outside [1, %d]", c.batch, kMaxBenchBatch));
+  }
   return Status::ok();
 }
 
@@ -133,29 +139,56 @@ Expected<BenchSample> run_bench_once(const Model& model, const BenchCase& c, uin
   so.max_new_tokens = std::max(c.gen_tokens, 1);
   so.ubatch = c.ubatch;
   so.kv_dtype = c.kv_dtype;
-  Session session(model, **policy, so);
-  std::vector<float> logits;
-  if (c.depth > 0) {
-    const double t0 = now_s();
-    if (c.fill == BenchFill::kRandom) {
-      FKV_RETURN_IF_ERROR(session.fill_random(c.depth, seed));
-    } else {
-      FKV_RETURN_IF_ERROR(session.prefill(random_tokens(c.depth, cfg.n_vocab, seed), logits));
+  // Sequence 0 uses the policy made above; the others their own (a policy holds per-prompt state).
+  std::vector<std::unique_ptr<KvPolicy>> policies;
+  policies.push_back(std::move(*policy));
+  std::vector<std::unique_ptr<Session>> sessions;
+  std::vector<std::vector<float>> logits(c.batch);
+  for (int b = 0; b < c.batch; ++b) {
+    if (b > 0) {
+      auto p = make_policy(c.method, model.policy_info());
+      if (!p) return p.status();
+      policies.push_back(std::move(*p));
     }
-    out.fill_s = now_s() - t0;
-  } else {
-    const std::vector<int32_t> tokens = random_tokens(c.prompt_tokens, cfg.n_vocab, seed);
-    FKV_RETURN_IF_ERROR(session.prefill(tokens, logits));
-    out.prefill_s = session.timing().prefill_s;
+    sessions.push_back(std::make_unique<Session>(model, *policies.back(), so));
+    Session& session = *sessions.back();
+    const uint64_t seq_seed = seed + static_cast<uint64_t>(b);
+    if (c.depth > 0) {
+      const double t0 = now_s();
+      if (c.fill == BenchFill::kRandom) {
+        FKV_RETURN_IF_ERROR(session.fill_random(c.depth, seq_seed));
+      } else {
+        FKV_RETURN_IF_ERROR(
+            session.prefill(random_tokens(c.depth, cfg.n_vocab, seq_seed), logits[b]));
+      }
+      out.fill_s += now_s() - t0;
+    } else {
+      const std::vector<int32_t> tokens = random_tokens(c.prompt_tokens, cfg.n_vocab, seq_seed);
+      FKV_RETURN_IF_ERROR(session.prefill(tokens, logits[b]));
+      out.prefill_s += session.timing().prefill_s;
+    }
+    out.kv_bytes_after_prefill += session.kv_bytes();
   }
-  out.kv_bytes_after_prefill = session.kv_bytes();
-  for (const auto& layer : session.selection().layers) out.rows_per_layer.push_back(layer.n_in);
-  if (session.selection().tsp) out.tsp_layer = session.selection().tsp->layer;
-  const std::vector<int32_t> gen = random_tokens(c.gen_tokens, cfg.n_vocab, seed + 1);
+  const Session& first = *sessions.front();
+  for (const auto& layer : first.selection().layers) out.rows_per_layer.push_back(layer.n_in);
+  if (first.selection().tsp) out.tsp_layer = first.selection().tsp->layer;
+  // [batch][gen_tokens] decoded ids; sequence 0's are those of a one-sequence row.
+  std::vector<std::vector<int32_t>> gen(c.batch);
+  for (int b = 0; b < c.batch; ++b) {
+    gen[b] = random_tokens(c.gen_tokens, cfg.n_vocab, seed + 1 + 7919ull * b);
+  }
   const double t0 = now_s();
-  for (int32_t t : gen) FKV_RETURN_IF_ERROR(session.decode(t, logits));
+  if (c.batch == 1) {
+    for (int32_t t : gen[0]) FKV_RETURN_IF_ERROR(sessions[0]->decode(t, logits[0]));
+  } else {
+    std::vector<BatchItem> items(c.batch);
+    for (int step = 0; step < c.gen_tokens; ++step) {
+      for (int b = 0; b < c.batch; ++b) items[b] = {sessions[b].get(), gen[b][step], &logits[b]};
+      FKV_RETURN_IF_ERROR(decode_batch(items));
+    }
+  }
   out.decode_s = now_s() - t0;
-  out.kv_bytes = session.kv_bytes();
+  for (const auto& session : sessions) out.kv_bytes += session->kv_bytes();
   out.peak_rss_bytes = peak_is_per_run ? peak_rss_bytes() : 0;
   return out;
 }
@@ -181,6 +214,7 @@ std::string bench_to_json(const std::vector<BenchRow>& rows, const BenchContext&
     j["threads"] = c.threads;
     j["kv_dtype"] = dtype_name(c.kv_dtype);
     j["ubatch"] = c.ubatch;
+    j["batch"] = c.batch;
     j["reps"] = r.samples.size();
     j["warmup"] = ctx.warmup;
     auto put = [&](const char* name, const BenchStat& s) {
@@ -223,7 +257,7 @@ std::string bench_to_json(const std::vector<BenchRow>& rows, const BenchContext&
 std::string bench_to_csv(const std::vector<BenchRow>& rows, const BenchContext& ctx) {
   std::string out =
       "model,model_dtype,method,method_spec,prompt_tokens,gen_tokens,depth,fill,threads,kv_dtype,"
-      "ubatch,reps,prefill_s,prefill_s_std,prefill_tok_per_s,prefill_tok_per_s_std,"
+      "ubatch,batch,reps,prefill_s,prefill_s_std,prefill_tok_per_s,prefill_tok_per_s_std,"
       "decode_ms_per_token,decode_ms_per_token_std,e2e_s,e2e_s_std,kv_bytes,kv_bytes_std,"
       "peak_rss_bytes,peak_rss_bytes_std\n";
   // Quoted fields: specs contain commas.
@@ -236,11 +270,11 @@ std::string bench_to_csv(const std::vector<BenchRow>& rows, const BenchContext& 
     const BenchCase& c = r.bench_case;
     const RowStats st = row_stats(r);
     out += strfmt(
-        "%s,%s,%s,%s,%d,%d,%d,%s,%d,%s,%d,%zu,%.6f,%.6f,%.3f,%.3f,%.4f,%.4f,%.6f,%.6f,"
+        "%s,%s,%s,%s,%d,%d,%d,%s,%d,%s,%d,%d,%zu,%.6f,%.6f,%.3f,%.3f,%.4f,%.4f,%.6f,%.6f,"
         "%.0f,%.0f,%.0f,%.0f\n",
         quote(ctx.model).c_str(), ctx.model_dtype.c_str(), c.method.method.c_str(),
         quote(format_method_spec(c.method)).c_str(), c.prompt_tokens, c.gen_tokens, c.depth,
-        fill_of(c), c.threads, dtype_name(c.kv_dtype), c.ubatch, r.samples.size(),
+        fill_of(c), c.threads, dtype_name(c.kv_dtype), c.ubatch, c.batch, r.samples.size(),
         st.prefill_s.mean, st.prefill_s.std, st.prefill_tps.mean, st.prefill_tps.std,
         st.decode_ms.mean, st.decode_ms.std, st.e2e_s.mean, st.e2e_s.std, st.kv_bytes.mean,
         st.kv_bytes.std, st.peak_rss.mean, st.peak_rss.std);
@@ -250,12 +284,15 @@ std::string bench_to_csv(const std::vector<BenchRow>& rows, const BenchContext& 
 
 std::string bench_to_markdown(const std::vector<BenchRow>& rows, const BenchContext& ctx) {
   std::string out = strfmt(
-      "model: %s (%s), kernels: %s, thread pool: %s, warm-up %d, mean ± std\n\n", ctx.model.c_str(),
-      ctx.model_dtype.c_str(), ctx.isa.c_str(), ctx.pool_wait.c_str(), ctx.warmup);
+      "model: %s (%s), kernels: %s, thread pool: %s, warm-up %d, mean ± std; b: sequences "
+      "decoded together (decode ms per step, tok/s over all of them)\n\n",
+      ctx.model.c_str(), ctx.model_dtype.c_str(), ctx.isa.c_str(), ctx.pool_wait.c_str(),
+      ctx.warmup);
   out +=
-      "| method | p | n | d | t | kv | ub | prefill s | prefill tok/s | decode ms/tok | e2e s | KV "
-      "MiB | peak RSS MiB |\n"
-      "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n";
+      "| method | p | n | d | b | t | kv | ub | prefill s | prefill tok/s | decode ms/tok | decode "
+      "tok/s | e2e s "
+      "| KV MiB | peak RSS MiB |\n"
+      "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   const double mib = 1024.0 * 1024.0;
   for (const BenchRow& r : rows) {
     const BenchCase& c = r.bench_case;
@@ -263,12 +300,14 @@ std::string bench_to_markdown(const std::vector<BenchRow>& rows, const BenchCont
     std::string depth = std::to_string(c.depth);
     if (c.depth > 0) depth += strfmt(" (%s)", bench_fill_name(c.fill));
     out += strfmt(
-        "| %s | %d | %d | %s | %d | %s | %d | %.3f ± %.3f | %.1f ± %.1f | %.2f ± %.2f | %.3f ± "
+        "| %s | %d | %d | %s | %d | %d | %s | %d | %.3f ± %.3f | %.1f ± %.1f | %.2f ± %.2f | %.1f "
+        "| %.3f ± "
         "%.3f | %.1f | %.0f ± %.0f |\n",
-        format_method_spec(c.method).c_str(), c.prompt_tokens, c.gen_tokens, depth.c_str(),
+        format_method_spec(c.method).c_str(), c.prompt_tokens, c.gen_tokens, depth.c_str(), c.batch,
         c.threads, dtype_name(c.kv_dtype), c.ubatch, st.prefill_s.mean, st.prefill_s.std,
-        st.prefill_tps.mean, st.prefill_tps.std, st.decode_ms.mean, st.decode_ms.std, st.e2e_s.mean,
-        st.e2e_s.std, st.kv_bytes.mean / mib, st.peak_rss.mean / mib, st.peak_rss.std / mib);
+        st.prefill_tps.mean, st.prefill_tps.std, st.decode_ms.mean, st.decode_ms.std,
+        st.decode_tps.mean, st.e2e_s.mean, st.e2e_s.std, st.kv_bytes.mean / mib,
+        st.peak_rss.mean / mib, st.peak_rss.std / mib);
   }
   return out;
 }

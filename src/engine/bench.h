@@ -15,6 +15,8 @@
 
 namespace fkv {
 
+inline constexpr int kMaxBenchBatch = 256;  // sequences of one batched row
+
 enum class BenchFill { kPrefill, kRandom };  // how a decode-only row (depth > 0) fills its cache
 
 struct BenchCase {
@@ -26,6 +28,10 @@ struct BenchCase {
   int threads = 1;
   DType kv_dtype = DType::kF32;
   int ubatch = 512;
+  // Sequences decoded together (decode_batch, as `fastkv serve` steps them): each is prefilled
+  // (or filled) on its own session, one after another, then every decode step runs all of them
+  // in one batched forward pass. Figures: prefill_s is all B prefills, decode times are per step.
+  int batch = 1;
 };
 
 // One run of a case.
@@ -65,9 +71,10 @@ struct BenchContext {
   ModelConfig config;  // shapes, for the FLOP / bytes bounds of docs/PERFORMANCE.md
 };
 
-// Checks a case against the model (lengths within n_ctx, exactly one of prompt/depth).
+// Checks a case against the model (lengths within n_ctx, exactly one of prompt/depth, batch >= 1).
 Status validate_bench_case(const BenchCase& c, const ModelConfig& config);
-// Runs the case once. Tokens are uniform random ids (seeded), as llama-bench does.
+// Runs the case once. Tokens are uniform random ids (seeded), as llama-bench does; sequence b of a
+// batch uses its own ids (seed + b).
 Expected<BenchSample> run_bench_once(const Model& model, const BenchCase& c, uint64_t seed);
 
 std::string bench_to_json(const std::vector<BenchRow>& rows, const BenchContext& ctx);

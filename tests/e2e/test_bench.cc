@@ -311,3 +311,36 @@ TEST(Bench, SyntheticModelsHaveRealShapesAndFiniteLogits) {
 }
 
 }  // namespace
+
+// -b B: B sequences, each prefilled on its own, then decoded together (decode_batch). KV bytes
+// add up over the sequences, tok/s count all of them, decode ms are per step; bad values fail.
+TEST(Bench, BatchedRowsDecodeSeveralSequencesTogether) {
+  CliRun r =
+      run("--model " + kStories + " -p 16 -n 3 -b 1,3 -m fullkv -kv f32 -r 1 -o json --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto rows = nlohmann::json::parse(r.out);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["batch"], 1);
+  EXPECT_EQ(rows[1]["batch"], 3);
+  const double one = rows[0]["kv_bytes"].get<double>();
+  EXPECT_EQ(one, (16 + 3) * 5 * 4 * 8 * 2 * 4);
+  EXPECT_EQ(rows[1]["kv_bytes"].get<double>(), 3 * one);
+  EXPECT_EQ(rows[1]["kv_bytes_after_prefill"].get<double>(), 3 * 16 * 5 * 4 * 8 * 2 * 4);
+  const auto& s = rows[1]["samples"][0];
+  EXPECT_NEAR(rows[1]["decode_tok_per_s"].get<double>(), 3 * 3 / s["decode_s"].get<double>(),
+              1e-6 * rows[1]["decode_tok_per_s"].get<double>());
+  EXPECT_NEAR(rows[1]["decode_ms_per_token"].get<double>(), 1000 * s["decode_s"].get<double>() / 3,
+              1e-9 + 1e-6 * rows[1]["decode_ms_per_token"].get<double>());
+  EXPECT_NEAR(rows[1]["prefill_tok_per_s"].get<double>(), 3 * 16 / s["prefill_s"].get<double>(),
+              1e-6 * rows[1]["prefill_tok_per_s"].get<double>());
+
+  CliRun md = run("--model " + kStories + " -d 8 -n 2 -b 2 --fill random -r 1 --quiet");
+  ASSERT_EQ(md.exit_code, 0) << md.err;
+  EXPECT_NE(md.out.find("| b |"), std::string::npos) << md.out;
+
+  for (const char* bad : {"-b 0", "-b 257", "-b two"}) {
+    CliRun e = run("--model " + kStories + " -p 8 -n 1 " + std::string(bad) + " --quiet");
+    EXPECT_NE(e.exit_code, 0) << bad;
+    EXPECT_NE(e.err.find("-b"), std::string::npos) << bad << ": " << e.err;
+  }
+}

@@ -47,6 +47,10 @@ const std::vector<ListFlag>& list_flags() {
       {"-t", "threads", "thread counts (default: all cores)"},
       {"-kv", "kv-dtype", "KV cache dtypes f16 | bf16 | f32 (default f16)"},
       {"-ub", "ubatch", "prefill chunk rows through the linear layers (default 512)"},
+      {"-b", "batch",
+       "sequences decoded together in one batched step, as `fastkv serve` runs them (default 1); "
+       "each is prefilled (or filled) on its own first; decode ms are per step, tok/s count "
+       "every sequence"},
   };
   return flags;
 }
@@ -243,7 +247,8 @@ Status write_plot(const std::string& json_text, const std::string& path) {
 int cmd_bench(const std::vector<std::string>& args) {
   const char* usage =
       "usage: fastkv bench (--model PATH | --synthetic SHAPE [--synthetic-dtype T])\n"
-      "         [-p LIST] [-n LIST] [-d LIST] [-m SPEC ...] [-t LIST] [-kv LIST] [-ub LIST]\n"
+      "         [-p LIST] [-n LIST] [-d LIST] [-b LIST] [-m SPEC ...] [-t LIST] [-kv LIST] [-ub "
+      "LIST]\n"
       "         [-r N] [--warmup N] [--fill prefill|random] [-o md|json|csv] [--out-file FILE]\n"
       "         [--plot FILE.png]\n\n"
       "Times every combination of the lists (llama-bench style): prefill rows (-p N) report\n"
@@ -306,6 +311,8 @@ int cmd_bench(const std::vector<std::string>& args) {
   if (!threads) return fail(threads.status());
   auto ubatches = int_list(lists, "ubatch", "-ub", {512}, 1, 1 << 20);
   if (!ubatches) return fail(ubatches.status());
+  auto batches = int_list(lists, "batch", "-b", {1}, 1, kMaxBenchBatch);
+  if (!batches) return fail(batches.status());
   auto methods = method_list(lists);
   if (!methods) return fail(methods.status());
   std::vector<DType> kv_dtypes;
@@ -366,19 +373,21 @@ int cmd_bench(const std::vector<std::string>& args) {
         for (int d : *depths)
           for (int t : *threads)
             for (DType kv : kv_dtypes)
-              for (int ub : *ubatches) {
-                BenchCase c;
-                c.method = m;
-                c.prompt_tokens = p;
-                c.gen_tokens = n;
-                c.depth = d;
-                c.fill = fill_name == "random" ? BenchFill::kRandom : BenchFill::kPrefill;
-                c.threads = t;
-                c.kv_dtype = kv;
-                c.ubatch = ub;
-                if (auto st = validate_bench_case(c, model->config()); !st) return fail(st);
-                cases.push_back(c);
-              }
+              for (int ub : *ubatches)
+                for (int nb : *batches) {
+                  BenchCase c;
+                  c.method = m;
+                  c.prompt_tokens = p;
+                  c.gen_tokens = n;
+                  c.depth = d;
+                  c.fill = fill_name == "random" ? BenchFill::kRandom : BenchFill::kPrefill;
+                  c.threads = t;
+                  c.kv_dtype = kv;
+                  c.ubatch = ub;
+                  c.batch = nb;
+                  if (auto st = validate_bench_case(c, model->config()); !st) return fail(st);
+                  cases.push_back(c);
+                }
   }
 
   std::vector<BenchRow> rows;
@@ -390,9 +399,10 @@ int cmd_bench(const std::vector<std::string>& args) {
     for (int run = 0; run < total_runs; ++run) {
       const bool warm = run < *warmup;
       if (!pa->has("quiet")) {
-        std::fprintf(stderr, "[bench] row %zu/%zu %s p=%d n=%d d=%d t=%d kv=%s ub=%d: %s %d/%d\n",
+        std::fprintf(stderr,
+                     "[bench] row %zu/%zu %s p=%d n=%d d=%d b=%d t=%d kv=%s ub=%d: %s %d/%d\n",
                      ci + 1, cases.size(), format_method_spec(c.method).c_str(), c.prompt_tokens,
-                     c.gen_tokens, c.depth, c.threads, dtype_name(c.kv_dtype), c.ubatch,
+                     c.gen_tokens, c.depth, c.batch, c.threads, dtype_name(c.kv_dtype), c.ubatch,
                      warm ? "warm-up" : "run", warm ? run + 1 : static_cast<int>(run - *warmup + 1),
                      warm ? static_cast<int>(*warmup) : static_cast<int>(*reps));
       }
