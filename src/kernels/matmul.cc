@@ -19,6 +19,7 @@
 #include "kernels/dispatch.h"
 #include "quant/quant.h"
 #include "quant/quant_dot.h"
+#include "quant/repack.h"
 
 namespace fkv {
 namespace {
@@ -32,6 +33,10 @@ constexpr int64_t kSmallN = 8;
 constexpr int64_t kSmallNChunk = 12;
 // Output rows per work item of the quantised-dot path when n >= kSmallN.
 constexpr int64_t kQDotPrefillTileRows = 96;
+// Output rows per work item for x16 (repacked) weights with fewer than kSmallN x rows (two groups).
+constexpr int64_t kRepackedDecodeTileRows = 32;
+static_assert(kQDotPrefillTileRows % kRepackRows == 0 && kRepackedDecodeTileRows % kRepackRows == 0,
+              "x16 tiles start on group boundaries");
 // The bf16-dot path packs x rows into panels of kXPanel (gemm_bf16dot), except a last partial panel
 // of fewer than this many rows: those rows go through gemv_bf16dot (the 1-row product's bits),
 // which re-reads the weights per row (measured on 8192 x 2048: 8 rows by gemv take as long as a
@@ -158,6 +163,13 @@ void bf16dot_tile(const KernelTable& k, int64_t n, const Bf16X& xb, const Weight
 bool is_plain(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
 
 void convert_row(const KernelTable& k, const WeightMatrix& w, int64_t r, float* dst) {
+  if (w.layout == WeightLayout::kX16) {
+    thread_local std::vector<uint8_t> row;
+    row.resize(dtype_row_bytes(w.dtype, w.cols));
+    x16_row(w.dtype, w.data, w.cols, r, row.data());
+    dequantize_row(w.dtype, row.data(), dst, w.cols);
+    return;
+  }
   const uint8_t* src = w.row(r);
   switch (w.dtype) {
     case DType::kF32:
@@ -185,6 +197,10 @@ void check_weight(const WeightMatrix& w) {
             "matmul: weight '%s' row_bytes %zu < %zu needed for %lld %s elements", w.name.c_str(),
             w.row_bytes, dtype_row_bytes(w.dtype, w.cols), static_cast<long long>(w.cols),
             dtype_name(w.dtype));
+  FKV_CHECK(w.layout == WeightLayout::kRows || (x16_shape_ok(w.dtype, w.rows, w.cols) &&
+                                                w.row_bytes == dtype_row_bytes(w.dtype, w.cols)),
+            "matmul: weight '%s' is repacked x16 but is %s [%lld, %lld]", w.name.c_str(),
+            dtype_name(w.dtype), static_cast<long long>(w.rows), static_cast<long long>(w.cols));
 }
 
 // One tile of output rows [r0, r0 + nr) for all n inputs. xp (or null) is x packed for
@@ -283,6 +299,51 @@ void pack_x_bf16_panels(const KernelTable& k, const float* x, int64_t n, int64_t
   }
 }
 
+// The quantised-dot route: x rows quantised once (shared read-only by the workers), then tiles of
+// `qtile` output rows. Each row is independent, so splitting them over threads does not change
+// the bytes.
+static void matmul_qdot(QDotFn qdot, int64_t qtile, const float* x, int64_t n, int64_t x_stride,
+                        const WeightMatrix& w, float* y, int64_t y_stride, int64_t threads) {
+  const size_t xq_stride = vec_dot_row_bytes(w.dtype, w.cols);
+  uint8_t* xq = xquant_scratch(xq_stride * static_cast<size_t>(n));
+  auto quantize = [&](int64_t i) {
+    quantize_row_for_dot(w.dtype, x + i * x_stride, xq + static_cast<size_t>(i) * xq_stride,
+                         w.cols);
+  };
+  const int64_t qtiles = (w.rows + qtile - 1) / qtile;
+  const int64_t qthreads = std::min(threads, qtiles);
+  auto run_qtile = [&](int64_t t) {
+    const int64_t r0 = t * qtile;
+    qdot(w.row(r0), w.row_bytes, std::min(qtile, w.rows - r0), xq, xq_stride, n, w.cols, y + r0,
+         y_stride);
+  };
+  if (qthreads > 1) {
+    const int nt = static_cast<int>(qthreads);
+    // A few rows quantise faster than a region starts (decode: one row).
+    if (n * w.cols < kMinParallelQuantize) {
+      for (int64_t i = 0; i < n; ++i) quantize(i);
+    } else {
+      parallel_for(n, quantize, {.max_threads = nt});
+    }
+    parallel_for(qtiles, run_qtile, {.max_threads = nt});
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) quantize(i);
+  for (int64_t t = 0; t < qtiles; ++t) run_qtile(t);
+}
+
+// x16 weights: always the 16-row dot (the scalar twin under the scalar table), whatever n; its
+// bits do not depend on n, the tile or the thread count, so matmul and matmul_rows share it.
+static void matmul_repacked(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
+                            const WeightMatrix& w, float* y, int64_t y_stride) {
+  const QDotFn qdot =
+      &k == &scalar_kernel_table() ? x16_dot_fn(w.dtype, QDotIsa::kScalar) : x16_best_dot(w.dtype);
+  const int64_t qtile = n >= kSmallN ? kQDotPrefillTileRows : kRepackedDecodeTileRows;
+  int64_t threads = std::min<int64_t>(num_threads(), (w.rows + qtile - 1) / qtile);
+  if (n * w.rows * w.cols < kMinParallelMacs) threads = 1;
+  matmul_qdot(qdot, qtile, x, n, x_stride, w, y, y_stride, threads);
+}
+
 void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
                  const WeightMatrix& w, float* y, int64_t y_stride) {
   check_weight(w);
@@ -292,41 +353,18 @@ void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stri
             static_cast<long long>(y_stride), static_cast<long long>(w.rows),
             static_cast<long long>(w.cols));
   if (n == 0 || w.rows == 0) return;
+  if (w.layout == WeightLayout::kX16) {
+    matmul_repacked(k, x, n, x_stride, w, y, y_stride);
+    return;
+  }
   const int64_t tiles = (w.rows + kTileRows - 1) / kTileRows;
   int64_t threads = std::min<int64_t>(num_threads(), tiles);
   if (n * w.rows * w.cols < kMinParallelMacs) threads = 1;
   if (const QDotFn qdot = quant_dot_for(k, w.dtype, n); qdot != nullptr) {
-    // Quantising x costs O(n * cols) once per call; each row is independent, so splitting the rows
-    // over threads does not change the bytes.
-    const size_t xq_stride = vec_dot_row_bytes(w.dtype, w.cols);
-    uint8_t* xq = xquant_scratch(xq_stride * static_cast<size_t>(n));
-    auto quantize = [&](int64_t i) {
-      quantize_row_for_dot(w.dtype, x + i * x_stride, xq + static_cast<size_t>(i) * xq_stride,
-                           w.cols);
-    };
     // The kernels give each element the same bits whatever the tile, so the tile may depend on n:
     // with several x rows, bigger tiles amortise the kernels' per-call packing of x.
-    const int64_t qtile = n >= kSmallN ? kQDotPrefillTileRows : kTileRows;
-    const int64_t qtiles = (w.rows + qtile - 1) / qtile;
-    const int64_t qthreads = std::min(threads, qtiles);
-    auto run_qtile = [&](int64_t t) {
-      const int64_t r0 = t * qtile;
-      qdot(w.row(r0), w.row_bytes, std::min(qtile, w.rows - r0), xq, xq_stride, n, w.cols, y + r0,
-           y_stride);
-    };
-    if (qthreads > 1) {
-      const int nt = static_cast<int>(qthreads);
-      // A few rows quantise faster than a region starts (decode: one row).
-      if (n * w.cols < kMinParallelQuantize) {
-        for (int64_t i = 0; i < n; ++i) quantize(i);
-      } else {
-        parallel_for(n, quantize, {.max_threads = nt});
-      }
-      parallel_for(qtiles, run_qtile, {.max_threads = nt});
-      return;
-    }
-    for (int64_t i = 0; i < n; ++i) quantize(i);
-    for (int64_t t = 0; t < qtiles; ++t) run_qtile(t);
+    matmul_qdot(qdot, n >= kSmallN ? kQDotPrefillTileRows : kTileRows, x, n, x_stride, w, y,
+                y_stride, threads);
     return;
   }
   // Packing (or rounding) x costs O(n * cols) once per call, shared by all tiles.
@@ -375,6 +413,10 @@ void matmul_rows_with(const KernelTable& k, const float* x, int64_t n, int64_t x
             static_cast<long long>(x_stride), static_cast<long long>(y_stride),
             static_cast<long long>(w.rows), static_cast<long long>(w.cols));
   if (w.rows == 0) return;
+  if (w.layout == WeightLayout::kX16) {
+    matmul_repacked(k, x, n, x_stride, w, y, y_stride);
+    return;
+  }
   const QDotFn qdot = quant_dot_for(k, w.dtype, 1);
   // The quantised dot packs its x rows once per call, so it takes bigger tiles (as matmul_with
   // does for n >= kSmallN); tiles never change a result's bits.

@@ -14,14 +14,20 @@
 namespace fkv {
 
 // A 2-D weight as stored by HF (out x in, row-major): rows = out features, cols = in features.
+// kRows: row r at data + r * row_bytes. kX16: q4_0 / q4_1 / q8_0 rows repacked 16 at a time for the
+// VNNI dot (quant/repack.h); only matmul, matmul_rows, matmul_scalar and weight_row_to_f32 read it.
+enum class WeightLayout : uint8_t { kRows, kX16 };
+
 struct WeightMatrix {
   DType dtype = DType::kF32;
+  WeightLayout layout = WeightLayout::kRows;
   const uint8_t* data = nullptr;  // borrowed (mmap) or owned elsewhere
   int64_t rows = 0;
   int64_t cols = 0;
   size_t row_bytes = 0;  // bytes between row starts
   std::string name;      // tensor name, for error messages
   bool empty() const { return data == nullptr; }
+  // The start of row r (kRows), or of r's 16-row group when r % 16 == 0 (kX16).
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
 

@@ -1,11 +1,15 @@
 #include "model/model.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "quant/quant.h"
+#include "quant/repack.h"
 
 namespace fkv {
 namespace fs = std::filesystem;
@@ -298,7 +302,47 @@ Status Model::load_gguf(const std::string& file) {
 
 Status Model::finish() {
   inv_freq_ = fkv::rope_inv_freq(config_);
+  if (x16_repack_enabled()) repack_x16_weights();
   return Status::ok();
+}
+
+void Model::repack_x16_weights() {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  // Drops the pages wholly inside [p, p + bytes) of a read-only file mapping from this process
+  // (the repack touched them all): RSS keeps one copy of the weights. A later read would fault
+  // them in again from the file; nothing reads a repacked original.
+  auto release = [&](const uint8_t* p, size_t bytes) {
+    const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
+    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+  };
+  auto repackable = [](const WeightMatrix& w) {
+    return w.layout == WeightLayout::kRows && x16_shape_ok(w.dtype, w.rows, w.cols) &&
+           w.row_bytes == dtype_row_bytes(w.dtype, w.cols);
+  };
+  // in_place: the matrix is in a writable buffer of ours that nothing else reads.
+  auto repack = [&](WeightMatrix& w, bool in_place) {
+    const size_t bytes = w.row_bytes * static_cast<size_t>(w.rows);
+    if (in_place) {
+      uint8_t* data = const_cast<uint8_t*>(w.data);
+      repack_x16(w.dtype, data, data, w.rows, w.cols);
+    } else {
+      repacked_.emplace_back(new uint8_t[bytes]);
+      repack_x16(w.dtype, w.data, repacked_.back().get(), w.rows, w.cols);
+      if (!weights_writable_) release(w.data, bytes);
+      w.data = repacked_.back().get();
+    }
+    w.layout = WeightLayout::kX16;
+  };
+  for (LayerWeights& L : layers_) {
+    for (WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
+      if (repackable(*w)) repack(*w, weights_writable_);
+    }
+  }
+  // A tied lm_head shares the embedding's bytes, which token lookups read by row: it gets its own
+  // repacked copy (the embedding's pages are released like the others: lookups fault in the few
+  // rows they read).
+  if (repackable(lm_head_)) repack(lm_head_, weights_writable_ && lm_head_.data != tok_embd_.data);
 }
 
 }  // namespace fkv

@@ -67,6 +67,8 @@ class Model {
   Status load_hf(const std::string& dir);
   Status load_gguf(const std::string& file);
   Status finish();
+  // q4_0 / q4_1 / q8_0 matrices used only by matmul -> x16 (quant/repack.h), where its kernel runs.
+  void repack_x16_weights();
 
   ModelConfig config_;
   std::string path_;
@@ -77,6 +79,8 @@ class Model {
   size_t weight_bytes_ = 0;
   std::shared_ptr<void> storage_;  // keeps the safetensors maps alive
   std::unique_ptr<GgufFile> gguf_;
+  bool weights_writable_ = false;  // synthetic: matrices in owned buffers, repacked in place
+  std::vector<std::unique_ptr<uint8_t[]>> repacked_;  // copies of read-only (mmap) matrices
 };
 
 }  // namespace fkv

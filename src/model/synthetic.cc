@@ -186,6 +186,7 @@ Expected<std::unique_ptr<Model>> Model::synthetic(const ModelConfig& config, DTy
   // One owned buffer per matrix, kept alive by storage_.
   auto buffers = std::make_shared<std::vector<std::unique_ptr<uint8_t[]>>>();
   m->storage_ = buffers;
+  m->weights_writable_ = true;
   uint64_t stream = mix64(seed);
   auto matrix = [&](const std::string& name, int64_t rows, int64_t cols, WeightMatrix& w) {
     w.dtype = dtype;

@@ -18,6 +18,8 @@
 #include "engine/engine.h"
 #include "kv/method_spec.h"
 #include "model/model.h"
+#include "model/synthetic.h"
+#include "quant/repack.h"
 
 namespace fkv {
 namespace {
@@ -124,6 +126,56 @@ TEST(Batch, DecodeBatchEqualsDecodeAloneBitForBit) {
             ASSERT_EQ(alone[b].session->kv_bytes(), batched[b].session->kv_bytes());
             ASSERT_EQ(alone[b].session->timing().n_decoded, batched[b].session->timing().n_decoded);
           }
+        }
+      }
+    }
+  }
+}
+
+// Synthetic q4_0 / q8_0 weights: where the VNNI kernels run the loader repacks every layer matrix
+// and the (tied) LM head into the x16 layout, the embedding keeps its rows; decode_batch still
+// gives every sequence the bits of its own decode.
+TEST(Batch, RepackedWeightsDecodeBatchEqualsDecodeAlone) {
+  auto cfg = synthetic_config("llama-3.2-1b");
+  ASSERT_TRUE(cfg) << cfg.error();
+  ModelConfig c = *cfg;
+  c.n_layers = 2;
+  c.d_model = 64;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 16;
+  c.rot_dim = 16;
+  c.d_ff = 96;
+  c.n_vocab = 272;
+  c.n_ctx = 512;
+  c.eos_token_ids = {1};
+  c.bos_token_id = 0;
+  for (DType t : {DType::kQ4_0, DType::kQ8_0}) {
+    auto model = Model::synthetic(c, t, 3);
+    ASSERT_TRUE(model) << model.error();
+    const Model& m = **model;
+    const WeightLayout want = x16_repack_enabled() ? WeightLayout::kX16 : WeightLayout::kRows;
+    const LayerWeights& L = m.layer(1);
+    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
+      EXPECT_EQ(w->layout, want) << w->name;
+    }
+    EXPECT_EQ(m.lm_head().layout, want);
+    EXPECT_EQ(m.tok_embd().layout, WeightLayout::kRows);
+    for (const char* spec : {"fullkv", "fastkv:retain_rate=0.25,tsp_rate=0.3"}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + " " + spec);
+      const int B = 9, steps = 3;
+      auto alone = make_seqs(m, spec, B, steps, 8);
+      auto batched = make_seqs(m, spec, B, steps, 8);
+      for (int step = 0; step < steps; ++step) {
+        std::vector<BatchItem> items;
+        for (int b = 0; b < B; ++b) {
+          const int32_t tok = tokens(1, 31 * step + b, c.n_vocab)[0];
+          ASSERT_TRUE(alone[b].session->decode(tok, alone[b].logits));
+          items.push_back({batched[b].session.get(), tok, &batched[b].logits});
+        }
+        ASSERT_TRUE(decode_batch(items));
+        for (int b = 0; b < B; ++b) {
+          ASSERT_EQ(alone[b].logits, batched[b].logits) << "sequence " << b << " step " << step;
         }
       }
     }

@@ -193,6 +193,11 @@ std::string model_dtype_of(const Model& m) {
 // weights), else the ISA's plain name.
 std::string kernels_in_use(const Model& m) {
   const KernelTable& k = active_kernels();
+  if (m.layer(0).wq.layout == WeightLayout::kX16) {
+    std::string name = k.name;
+    name += "+x16";  // (operator+ on a literal trips GCC 12's -Wrestrict)
+    return name;
+  }
   if (k.gemm_bf16dot == nullptr) return k.name;
   const LayerWeights& L = m.layer(0);
   for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {

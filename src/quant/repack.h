@@ -1,0 +1,64 @@
+// Quantised weights repacked 16 rows at a time ("x16": q4_0, q4_1, q8_0), for the AVX512-VNNI dot
+// whose vector lanes are 16 weight rows (llama.cpp's CPU "repack" buffers do the same for its
+// q4_0 GEMM).
+//
+// Why: in the row layout a block's 32 products land in 8 i32 lanes of one output, so every block
+// costs a convert, a scale product and an fma per 8 lanes of every (weight row, x row) pair: the
+// prefill and batched-decode kernels were bound by that float work. With 16 rows side by side, one
+// vpdpbusd does 4 elements of 16 outputs, each output's block sum ends exact in its own lane, and
+// the float work is one convert / product / fma per 16 outputs per block (docs/KERNELS.md).
+//
+// Layout: rows in groups of 16 (rows % 16 == 0, cols % 32 == 0); group g, block b starts at byte
+// (g * nb + b) * 16 * B, B = the type's block bytes (18 / 20 / 34), nb = cols / 32. So the bytes
+// are those of the row layout rearranged, a group still starts at row(16 g) and row_bytes is
+// unchanged. Within a group block, row rho (0..15):
+//   q4_0: [0, 32) f16 d at 2 rho; [32 + 64 j + 4 rho + t] = nibble byte 4 j + t (j, t < 4): low
+//         nibble = element 4 j + t, high nibble = element 16 + 4 j + t
+//   q4_1: d as q4_0; [32, 64) f16 m at 32 + 2 rho; nibble bytes at 64 + 64 j + 4 rho + t
+//   q8_0: d as q4_0; [32 + 64 j + 4 rho + t] = (code of element 4 j + t) ^ 0x80 (j < 8): unsigned
+//         code + 128, what vpdpbusd takes
+//
+// Float order (every kernel, every ISA, any number of x rows): for output (row r, x row i),
+//   acc = 0, msum = 0; for each block b in order:
+//     acc = fma(float(isum_b), d_w * d_x, acc)     isum_b = sum of code * x over the block (exact)
+//     msum = msum + m_w * s_x                      (q4_1 only; separate product and sum)
+//   y = acc (+ msum for q4_1)
+// with codes signed (q4_0: nibble - 8, q8_0: i8) or unsigned (q4_1: nibble). The scalar twin
+// computes exactly this, so every variant gives the same bits. The row-layout kernels of
+// quant_dot.h sum 8 lanes per block instead: the layouts agree to ~1e-6 of sum |terms|, not
+// bitwise.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "quant/quant_dot.h"
+
+namespace fkv {
+
+inline constexpr int64_t kRepackRows = 16;  // rows per x16 group
+
+// Whether weights of type t have an x16 layout (q4_0, q4_1, q8_0).
+bool x16_type(DType t);
+// Whether a [rows, cols] matrix of type t can be repacked (x16_type, rows % 16, cols % 32).
+bool x16_shape_ok(DType t, int64_t rows, int64_t cols);
+// Row layout -> x16, rows * cols / 32 * B bytes each way. src may equal dst (in place, one group at
+// a time); otherwise they must not overlap.
+void repack_x16(DType t, const uint8_t* src, uint8_t* dst, int64_t rows, int64_t cols);
+// Row r of an x16 matrix back in the row layout (cols / 32 blocks).
+void x16_row(DType t, const uint8_t* data, int64_t cols, int64_t r, uint8_t* row_out);
+
+// y[i * y_stride + r] = dot(row r, x row i) for r < nr (nr % 16 == 0), i < nx:
+//   w  : the x16 bytes of rows [0, nr) (a group start), w_stride = the row bytes
+//   xq : activation rows quantised by quantize_row_for_dot(t, ...), xq_stride bytes apart.
+// The same QDotFn signature as quant_dot_fn's kernels.
+// kScalar always exists; kAvx512 (VNNI) where compiled and supported; kAvx2 has none (nullptr).
+QDotFn x16_dot_fn(DType t, QDotIsa isa);
+// The best variant for this machine (FKV_ISA caps it).
+QDotFn x16_best_dot(DType t);
+// True when the model loader repacks: the VNNI kernels are usable and FKV_REPACK is not "0".
+// Elsewhere the row-layout kernels are faster than the scalar x16 dot.
+bool x16_repack_enabled();
+
+}  // namespace fkv

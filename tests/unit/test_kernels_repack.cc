@@ -1,0 +1,233 @@
+// The x16 (16-row repacked) layouts of quant/repack.h: the layout round-trips, the scalar twin is
+// the documented float order (restated here from the row layout), the VNNI kernel gives the
+// scalar twin's bits for every batch size, and matmul / matmul_rows on repacked weights give each
+// row the bits of its one-row product, whatever n, tile and thread count, near the f64 twin.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "kernels/dispatch.h"
+#include "kernels/matmul.h"
+#include "matmul_rows_check.h"
+#include "quant/quant.h"
+#include "quant/quant_dot.h"
+#include "quant/repack.h"
+
+namespace fkv {
+namespace {
+
+const DType kX16Types[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0};
+
+float f16_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+
+std::vector<float> random_floats(std::mt19937& rng, size_t n) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& f : v) f = u(rng);
+  return v;
+}
+
+std::vector<uint8_t> quantize_x(DType t, const std::vector<float>& x, int64_t nx, int64_t n) {
+  const size_t stride = vec_dot_row_bytes(t, n);
+  std::vector<uint8_t> xq(stride * static_cast<size_t>(nx));
+  for (int64_t i = 0; i < nx; ++i)
+    quantize_row_for_dot(t, x.data() + i * n, xq.data() + i * stride, n);
+  return xq;
+}
+
+// The documented order, from the row-layout bytes: per block the exact integer sum, then
+// acc = fma(isum, d_w * d_x, acc); q4_1's m_w * s_x summed apart and added at the end.
+float restated_dot(DType t, const uint8_t* row, const uint8_t* xrow, int64_t n) {
+  volatile float acc = 0.0f, msum = 0.0f;  // volatile: one rounding per step, as written
+  const size_t wb = dtype_row_bytes(t, 32), xb = vec_dot_row_bytes(t, 32);
+  const size_t xcodes = t == DType::kQ4_1 ? 4 : 2;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const uint8_t* w = row + b * wb;
+    const uint8_t* x = xrow + b * xb;
+    int32_t isum = 0;
+    for (int e = 0; e < 32; ++e) {
+      int code;
+      if (t == DType::kQ8_0) {
+        code = static_cast<int8_t>(w[2 + e]);
+      } else {
+        const uint8_t q = w[(t == DType::kQ4_1 ? 4 : 2) + e % 16];
+        code = e < 16 ? (q & 15) : (q >> 4);
+        if (t == DType::kQ4_0) code -= 8;
+      }
+      isum += code * static_cast<int8_t>(x[xcodes + e]);
+    }
+    const float s = f16_at(w) * f16_at(x);
+    acc = std::fma(static_cast<float>(isum), s, acc);
+    if (t == DType::kQ4_1) {
+      const float m = f16_at(w + 2) * f16_at(x + 2);
+      msum = msum + m;
+    }
+  }
+  return t == DType::kQ4_1 ? acc + msum : acc;
+}
+
+TEST(Repack, LayoutRoundTripsAndInPlaceEqualsACopy) {
+  std::mt19937 rng(5);
+  for (DType t : kX16Types) {
+    const int64_t rows = 48, cols = 96;
+    EXPECT_TRUE(x16_shape_ok(t, rows, cols));
+    EXPECT_FALSE(x16_shape_ok(t, 40, cols)) << "rows must be a multiple of 16";
+    EXPECT_FALSE(x16_shape_ok(t, rows, 80)) << "cols must be a multiple of 32";
+    const auto bytes = test::random_weight_bytes(rng, t, rows, cols);
+    std::vector<uint8_t> packed(bytes.size());
+    repack_x16(t, bytes.data(), packed.data(), rows, cols);
+    EXPECT_NE(0, std::memcmp(packed.data(), bytes.data(), bytes.size())) << dtype_name(t);
+    std::vector<uint8_t> in_place = bytes;
+    repack_x16(t, in_place.data(), in_place.data(), rows, cols);
+    EXPECT_EQ(0, std::memcmp(in_place.data(), packed.data(), bytes.size())) << dtype_name(t);
+    const size_t rb = dtype_row_bytes(t, cols);
+    std::vector<uint8_t> row(rb);
+    for (int64_t r = 0; r < rows; ++r) {
+      x16_row(t, packed.data(), cols, r, row.data());
+      ASSERT_EQ(0, std::memcmp(row.data(), bytes.data() + r * rb, rb)) << dtype_name(t) << " " << r;
+    }
+  }
+  EXPECT_FALSE(x16_type(DType::kQ5_0));
+  EXPECT_FALSE(x16_type(DType::kQ4_K));
+  EXPECT_EQ(x16_dot_fn(DType::kQ4_K, QDotIsa::kScalar), nullptr);
+}
+
+// Scalar twin == the restated order bit for bit; every variant == the scalar twin bit for bit, for
+// batches that cover each register form (8 / 4 x rows per pass, 2, 1; q4_1 4 / 2 / 1), for one
+// group alone and for the whole matrix; all near the row-layout kernels.
+TEST(Repack, EveryVariantGivesTheScalarTwinsBits) {
+  std::mt19937 rng(11);
+  std::vector<QDotIsa> isas = {QDotIsa::kScalar};
+  if (x16_dot_fn(DType::kQ4_0, QDotIsa::kAvx512) != nullptr) isas.push_back(QDotIsa::kAvx512);
+  EXPECT_EQ(x16_dot_fn(DType::kQ4_0, QDotIsa::kAvx2), nullptr);
+  for (DType t : kX16Types) {
+    for (int64_t n : {32, 576}) {
+      const int64_t rows = 48;
+      const auto bytes = test::random_weight_bytes(rng, t, rows, n);
+      const size_t rb = dtype_row_bytes(t, n);
+      std::vector<uint8_t> packed(bytes.size());
+      repack_x16(t, bytes.data(), packed.data(), rows, n);
+      const int64_t nx = 15;
+      const auto x = random_floats(rng, static_cast<size_t>(nx * n));
+      const auto xq = quantize_x(t, x, nx, n);
+      const size_t xs = vec_dot_row_bytes(t, n);
+      std::vector<float> want(static_cast<size_t>(nx * rows));
+      x16_dot_fn(t, QDotIsa::kScalar)(packed.data(), rb, rows, xq.data(), xs, nx, n, want.data(),
+                                      rows);
+      std::vector<float> near(static_cast<size_t>(nx * rows));
+      quant_dot_fn(t, QDotIsa::kScalar)(bytes.data(), rb, rows, xq.data(), xs, nx, n, near.data(),
+                                        rows);
+      for (int64_t i = 0; i < nx; ++i) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float restated = restated_dot(t, bytes.data() + r * rb, xq.data() + i * xs, n);
+          const float got = want[i * rows + r];
+          ASSERT_EQ(0, std::memcmp(&restated, &got, 4))
+              << dtype_name(t) << " n=" << n << " i=" << i << " r=" << r;
+          EXPECT_NEAR(got, near[i * rows + r], 1e-4f * (1.0f + std::fabs(got))) << dtype_name(t);
+        }
+      }
+      for (QDotIsa isa : isas) {
+        const QDotFn f = x16_dot_fn(t, isa);
+        ASSERT_NE(f, nullptr);
+        for (int64_t batch : {1, 2, 3, 4, 5, 7, 8, 9, 12, 15}) {
+          SCOPED_TRACE(testing::Message() << dtype_name(t) << " " << quant_dot_isa_name(isa)
+                                          << " n=" << n << " batch=" << batch);
+          std::vector<float> got(static_cast<size_t>(batch * rows), -5.0f);
+          f(packed.data(), rb, rows, xq.data(), xs, batch, n, got.data(), rows);
+          for (int64_t i = 0; i < batch; ++i) {
+            ASSERT_EQ(0, std::memcmp(got.data() + i * rows, want.data() + i * rows, rows * 4))
+                << "x row " << i;
+          }
+          // The middle group alone, x rows from the 3rd on.
+          if (batch >= 3) {
+            std::vector<float> mid(static_cast<size_t>((batch - 2) * 16));
+            f(packed.data() + 16 * rb, rb, 16, xq.data() + 2 * xs, xs, batch - 2, n, mid.data(),
+              16);
+            for (int64_t i = 0; i < batch - 2; ++i) {
+              ASSERT_EQ(0, std::memcmp(mid.data() + i * 16, want.data() + (i + 2) * rows + 16, 64));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// matmul and matmul_rows on repacked weights, every kernel table: each row has the bits of the
+// one-row product for every n (decode and prefill tiles) and thread count; weight_row_to_f32 and
+// the f64 twin read the repacked rows as the row layout's.
+TEST(Repack, MatmulOnRepackedWeights) {
+  std::mt19937 rng(17);
+  for (DType t : kX16Types) {
+    const int64_t rows = 112, cols = 96;  // 7 groups: a partial last tile of 96 rows
+    const auto bytes = test::random_weight_bytes(rng, t, rows, cols);
+    std::vector<uint8_t> packed(bytes.size());
+    repack_x16(t, bytes.data(), packed.data(), rows, cols);
+    WeightMatrix w_rows;
+    w_rows.dtype = t;
+    w_rows.data = bytes.data();
+    w_rows.rows = rows;
+    w_rows.cols = cols;
+    w_rows.row_bytes = dtype_row_bytes(t, cols);
+    w_rows.name = "rows";
+    WeightMatrix w = w_rows;
+    w.data = packed.data();
+    w.layout = WeightLayout::kX16;
+    w.name = "x16";
+    std::vector<float> a(static_cast<size_t>(cols)), b(static_cast<size_t>(cols));
+    for (int64_t r : {int64_t{0}, int64_t{17}, rows - 1}) {
+      weight_row_to_f32(w, r, a.data());
+      weight_row_to_f32(w_rows, r, b.data());
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << dtype_name(t) << " " << r;
+    }
+    std::vector<const KernelTable*> tables;
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+      if (const KernelTable* k = kernel_table(isa)) tables.push_back(k);
+    }
+    for (int64_t n : {1, 5, 8, 12, 33}) {
+      const int64_t x_stride = cols + 3, y_stride = rows + 5;
+      const auto x = random_floats(rng, static_cast<size_t>(n * x_stride));
+      std::vector<float> ref(static_cast<size_t>(n * y_stride)), ref_rows = ref;
+      matmul_scalar(x.data(), n, x_stride, w, ref.data(), y_stride);
+      matmul_scalar(x.data(), n, x_stride, w_rows, ref_rows.data(), y_stride);
+      ASSERT_EQ(0, std::memcmp(ref.data(), ref_rows.data(), ref.size() * 4)) << dtype_name(t);
+      for (const KernelTable* k : tables) {
+        SCOPED_TRACE(testing::Message() << dtype_name(t) << " " << k->name << " n=" << n);
+        std::vector<float> full(static_cast<size_t>(n * y_stride), -7.0f);
+        std::vector<float> rows1 = full, rows2 = full;
+        set_num_threads(1);
+        matmul_with(*k, x.data(), n, x_stride, w, full.data(), y_stride);
+        matmul_rows_with(*k, x.data(), n, x_stride, w, rows1.data(), y_stride);
+        set_num_threads(2);
+        matmul_rows_with(*k, x.data(), n, x_stride, w, rows2.data(), y_stride);
+        set_num_threads(0);
+        EXPECT_EQ(0, std::memcmp(full.data(), rows1.data(), full.size() * 4));
+        EXPECT_EQ(0, std::memcmp(rows1.data(), rows2.data(), rows1.size() * 4));
+        double err = 0, pow = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          std::vector<float> alone(static_cast<size_t>(rows));
+          matmul_with(*k, x.data() + i * x_stride, 1, x_stride, w, alone.data(), rows);
+          ASSERT_EQ(0, std::memcmp(alone.data(), full.data() + i * y_stride, rows * 4)) << i;
+          for (int64_t r = rows; r < y_stride; ++r) EXPECT_EQ(full[i * y_stride + r], -7.0f);
+          for (int64_t r = 0; r < rows; ++r) {
+            const double d = full[i * y_stride + r] - ref[i * y_stride + r];
+            err += d * d;
+            pow += static_cast<double>(ref[i * y_stride + r]) * ref[i * y_stride + r];
+          }
+        }
+        EXPECT_LT(err / pow, 1e-3);  // 8-bit activations vs the f64 twin
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fkv
