@@ -23,6 +23,9 @@
 #                      1000 us before they sleep, idle and with a busy core (a spinning `yes`)
 #   llamacpp  ~75 min  tools/scripts/compare_llamacpp.sh on the three GGUFs (both engines)
 #   e2e       ~25 min  1B bf16 at 8K: fastkv prefill + 128 decoded vs llama.cpp -pg 8192,128
+#   methods   ~3 min   SmolLM2 prefill at 8128 tokens, every method (scorer overheads vs fullkv)
+#   batch     ~6 min   batched decode (what `fastkv serve` steps): 1 / 4 / 8 sequences at depth
+#                      2048 decoded together, SmolLM2 and the 1B shape Q4_0, fullkv + FastKV
 #   (all: ~4.7 h; the report is rebuilt after every call, so sections can be spread over runs)
 # Threads: FKV_PERF_THREADS (default 2). Models: FASTKV_MODEL_DIR / ~/.cache/fastkv/models for
 # SmolLM2, FKV_PERF_MODELS (default /work/models) for the synthetic GGUFs. FKV_BIN: the fastkv binary
@@ -39,19 +42,19 @@ SMOL="${FASTKV_MODEL_DIR:-$HOME/.cache/fastkv/models}/SmolLM2-135M-Instruct.Q4_1
 B1_BF16="$MODELS/llama-3.2-1b.bf16.gguf"
 B1_Q4_0="$MODELS/llama-3.2-1b.q4_0.gguf"
 FASTKV_SPEC="fastkv:tsp_rate=0.2,retain_rate=0.1"
-ALL_SECTIONS="setup smollm2 b1_bf16 b1_q4_0 speedup memory pool llamacpp e2e"
+ALL_SECTIONS="setup smollm2 b1_bf16 b1_q4_0 speedup memory pool llamacpp e2e batch methods"
 REPORT=docs/PERFORMANCE.md
 # Lengths (the figures' sizes; FKV_PERF_SMOKE=1 shrinks everything to check the script itself in
 # ~2 minutes on stories260K, writing to /tmp/fastkv-perf-smoke instead of docs/).
 P_SHORT=512,2048 P_LONG=8192 P_LONG_SMOL=8128 D_SMOL=512,2048,8128 D_1B=512,2048,8192
-P_SPEED=4096,8192 D_SPEED=8192,16384 P_MEM=32768 P_E2E=8192 N_E2E=128
+P_SPEED=4096,8192 D_SPEED=8192,16384 P_MEM=32768 P_E2E=8192 N_E2E=128 D_BATCH=2048
 if [[ -n "${FKV_PERF_SMOKE:-}" ]]; then
   OUT=/tmp/fastkv-perf-smoke
   REPORT=$OUT/PERFORMANCE.md
   SMOL=../shared/models/stories260K/stories260K.gguf
   B1_BF16=$SMOL B1_Q4_0=$SMOL
   P_SHORT=64,128 P_LONG=256 P_LONG_SMOL=256 D_SMOL=64,128,256 D_1B=64,128,256
-  P_SPEED=128,256 D_SPEED=256,512 P_MEM=1024 P_E2E=256 N_E2E=16
+  P_SPEED=128,256 D_SPEED=256,512 P_MEM=1024 P_E2E=256 N_E2E=16 D_BATCH=128
 fi
 mkdir -p "$OUT"
 
@@ -153,6 +156,22 @@ section_e2e() {
   mv "$OUT/e2e.llamacpp.json.tmp" "$OUT/e2e.llamacpp.json"
   bench --model "$B1_BF16" -p "$P_E2E" -n "$N_E2E" -m fullkv -m "$FASTKV_SPEC" -r 2 -o json \
     --out-file "$OUT/e2e.fastkv.json"
+}
+
+# B sequences filled to the same depth (random K/V through each method's selection), then -n steps
+# of decode_batch: aggregate decode tok/s against one sequence (issue 9's 8-vs-1 target, here
+# without HTTP; docs/SERVING.md has the server's own figures).
+section_batch() {
+  bench --model "$SMOL" -p 0 -d "$D_BATCH" -n 64 -b 1,4,8 -m fullkv -m "$FASTKV_SPEC" --fill random \
+    -r 2 -o json --out-file "$OUT/batch.smollm2.json"
+  bench --model "$B1_Q4_0" -p 0 -d "$D_BATCH" -n 32 -b 1,4,8 -m fullkv -m "$FASTKV_SPEC" \
+    --fill random -r 2 -o json --out-file "$OUT/batch.b1_q4_0.json"
+}
+
+# Every method's prefill at the long length (default options; FastKV with the figures' spec).
+section_methods() {
+  bench --model "$SMOL" -p "$P_LONG_SMOL" -n 0 -m fullkv,snapkv,pyramidkv,adakv,streamingllm,h2o \
+    -m gemfilter -m pyramidinfer -m "$FASTKV_SPEC" -r 2 -o json --out-file "$OUT/methods.json"
 }
 
 sections=("$@")
