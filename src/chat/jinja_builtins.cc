@@ -386,8 +386,17 @@ Value attr_path(const Value& v, const std::string& path) {
     const size_t q = path.find('.', p);
     const std::string part = path.substr(p, q == std::string::npos ? std::string::npos : q - p);
     bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
-    cur = numeric ? get_item(cur, Value::integer(std::stoll(part)))
-                  : get_item(cur, Value::string(part));
+    if (numeric) {
+      long long index = 0;
+      try {
+        index = std::stoll(part);
+      } catch (...) {
+        fail("attribute index out of range: " + part);
+      }
+      cur = get_item(cur, Value::integer(index));
+    } else {
+      cur = get_item(cur, Value::string(part));
+    }
     if (q == std::string::npos) return cur;
     p = q + 1;
   }

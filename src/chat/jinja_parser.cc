@@ -1015,8 +1015,13 @@ class Parser {
         if (cur().type == Tok::kInt) {  // foo.0 == foo[0]
           auto g = make<GetItem>(at);
           g->obj = std::move(node);
-          auto lit = make<Literal>(cur());
-          lit->value = Value::integer(std::stoll(next().text));
+          const Token index = next();
+          auto lit = make<Literal>(index);
+          try {
+            lit->value = Value::integer(std::stoll(index.text));
+          } catch (...) {
+            fail(index, "integer index out of range: " + index.text);
+          }
           g->key = std::move(lit);
           node = std::move(g);
           continue;

@@ -115,6 +115,15 @@ TEST(ChatTemplate, ErrorsNameTheProblem) {
   ASSERT_FALSE(e.has_value());
   EXPECT_NE(e.error().find("Roles must alternate!"), std::string::npos) << e.error();
 
+  // Integer indices past int64 (found by fuzz_chat_template): an error, not an uncaught throw.
+  e = render_chat_template("{{ messages.99999999999999999999 }}", msgs, opts);
+  ASSERT_FALSE(e.has_value());
+  EXPECT_NE(e.error().find("out of range"), std::string::npos) << e.error();
+  e = render_chat_template("{{ messages | map(attribute='99999999999999999999') | list }}", msgs,
+                           opts);
+  ASSERT_FALSE(e.has_value());
+  EXPECT_NE(e.error().find("out of range"), std::string::npos) << e.error();
+
   e = render_chat_template("{{ 'abc", msgs, opts);
   ASSERT_FALSE(e.has_value());
   EXPECT_NE(e.error().find("line 1, col 4"), std::string::npos) << e.error();
