@@ -131,25 +131,20 @@ Expected<BenchSample> run_bench_once(const Model& model, const BenchCase& c, uin
   const ModelConfig& cfg = model.config();
   FKV_RETURN_IF_ERROR(validate_bench_case(c, cfg));
   set_num_threads(c.threads);
-  auto policy = make_policy(c.method, model.policy_info());
-  if (!policy) return policy.status();
   const bool peak_is_per_run = reset_peak_rss();
   BenchSample out;
   SessionOptions so;
   so.max_new_tokens = std::max(c.gen_tokens, 1);
   so.ubatch = c.ubatch;
   so.kv_dtype = c.kv_dtype;
-  // Sequence 0 uses the policy made above; the others their own (a policy holds per-prompt state).
+  // One policy per sequence: a policy holds per-prompt state.
   std::vector<std::unique_ptr<KvPolicy>> policies;
-  policies.push_back(std::move(*policy));
   std::vector<std::unique_ptr<Session>> sessions;
   std::vector<std::vector<float>> logits(c.batch);
   for (int b = 0; b < c.batch; ++b) {
-    if (b > 0) {
-      auto p = make_policy(c.method, model.policy_info());
-      if (!p) return p.status();
-      policies.push_back(std::move(*p));
-    }
+    auto policy = make_policy(c.method, model.policy_info());
+    if (!policy) return policy.status();
+    policies.push_back(std::move(*policy));
     sessions.push_back(std::make_unique<Session>(model, *policies.back(), so));
     Session& session = *sessions.back();
     const uint64_t seq_seed = seed + static_cast<uint64_t>(b);

@@ -180,6 +180,16 @@ const AttentionKernels& active_attention_kernels() {
 // ---------------------------------------------------------------------------------------------
 // Prefill driver.
 
+void pack_key_tile(const float* k, int64_t k_stride, int nk, int hd, float* dst) {
+  for (int j = 0; j < nk; ++j) {
+    const float* src = k + static_cast<int64_t>(j) * k_stride;
+    for (int d = 0; d < hd; ++d) dst[d * kKb + j] = src[d];
+  }
+  for (int d = 0; d < hd; ++d) {
+    for (int j = nk; j < kKb; ++j) dst[d * kKb + j] = 0.0f;
+  }
+}
+
 void attention_prefill_with(const AttentionKernels& kern_in, const AttentionShape& s,
                             const float* q, int64_t q_stride, const float* k, const float* v,
                             int64_t kv_stride, const int32_t* pos, int n, float* out,
@@ -227,17 +237,9 @@ void attention_prefill_with(const AttentionKernels& kern_in, const AttentionShap
   const int n_items = n_kv * nqb;
   auto pack_tile = [&](int64_t it) {
     const int g = it / nkb, kb = it % nkb;
-    float* dst = kt + static_cast<int64_t>(it) * tile;
     const int k0 = kb * kKb;
-    const int nk = std::min(kKb, n - k0);
-    for (int j = 0; j < nk; ++j) {
-      const float* src =
-          k + static_cast<int64_t>(k0 + j) * kv_stride + static_cast<int64_t>(g) * hd;
-      for (int d = 0; d < hd; ++d) dst[d * kKb + j] = src[d];
-    }
-    for (int d = 0; d < hd; ++d) {
-      for (int j = nk; j < kKb; ++j) dst[d * kKb + j] = 0.0f;
-    }
+    pack_key_tile(k + static_cast<int64_t>(k0) * kv_stride + static_cast<int64_t>(g) * hd,
+                  kv_stride, std::min(kKb, n - k0), hd, kt + static_cast<int64_t>(it) * tile);
   };
   // Every tile is packed before any is read: two regions.
   parallel_for(n_pack, pack_tile, {.max_threads = nt});

@@ -89,6 +89,10 @@ struct AttentionKernels {
 const AttentionKernels* attention_kernels(Isa isa);
 const AttentionKernels& active_attention_kernels();
 
+// Packs nk <= kAttnKeyBlock keys (rows of hd floats, k_stride apart) into the tile layout that
+// scores_packed reads, zero past nk.   dst : [hd, kAttnKeyBlock]
+void pack_key_tile(const float* k, int64_t k_stride, int nk, int hd, float* dst);
+
 void attention_prefill_with(const AttentionKernels& kern, const AttentionShape& s, const float* q,
                             int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
                             const int32_t* pos, int n, float* out, int64_t out_stride);

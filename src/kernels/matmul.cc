@@ -197,8 +197,7 @@ void check_weight(const WeightMatrix& w) {
             "matmul: weight '%s' row_bytes %zu < %zu needed for %lld %s elements", w.name.c_str(),
             w.row_bytes, dtype_row_bytes(w.dtype, w.cols), static_cast<long long>(w.cols),
             dtype_name(w.dtype));
-  FKV_CHECK(w.layout == WeightLayout::kRows || (x16_shape_ok(w.dtype, w.rows, w.cols) &&
-                                                w.row_bytes == dtype_row_bytes(w.dtype, w.cols)),
+  FKV_CHECK(w.layout == WeightLayout::kRows || x16_layout_fits(w),
             "matmul: weight '%s' is repacked x16 but is %s [%lld, %lld]", w.name.c_str(),
             dtype_name(w.dtype), static_cast<long long>(w.rows), static_cast<long long>(w.cols));
 }
@@ -339,8 +338,7 @@ static void matmul_repacked(const KernelTable& k, const float* x, int64_t n, int
   const QDotFn qdot =
       &k == &scalar_kernel_table() ? x16_dot_fn(w.dtype, QDotIsa::kScalar) : x16_best_dot(w.dtype);
   const int64_t qtile = n >= kSmallN ? kQDotPrefillTileRows : kRepackedDecodeTileRows;
-  int64_t threads = std::min<int64_t>(num_threads(), (w.rows + qtile - 1) / qtile);
-  if (n * w.rows * w.cols < kMinParallelMacs) threads = 1;
+  const int64_t threads = n * w.rows * w.cols < kMinParallelMacs ? 1 : num_threads();
   matmul_qdot(qdot, qtile, x, n, x_stride, w, y, y_stride, threads);
 }
 
@@ -477,6 +475,10 @@ void matmul_rows_with(const KernelTable& k, const float* x, int64_t n, int64_t x
 void matmul_rows(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
                  int64_t y_stride) {
   matmul_rows_with(active_kernels(), x, n, x_stride, w, y, y_stride);
+}
+
+bool x16_layout_fits(const WeightMatrix& w) {
+  return x16_shape_ok(w.dtype, w.rows, w.cols) && w.row_bytes == dtype_row_bytes(w.dtype, w.cols);
 }
 
 void weight_row_to_f32(const WeightMatrix& w, int64_t r, float* dst) {

@@ -31,6 +31,10 @@ struct WeightMatrix {
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
 
+// Whether w's type and shape have an x16 layout and its rows are packed (row_bytes exact): what
+// repacking needs and what a kX16 matrix must satisfy.
+bool x16_layout_fits(const WeightMatrix& w);
+
 // y[i, :] = W . x[i, :]  for i in [0, n)
 //   x : [n, w.cols] with row stride x_stride (floats)
 //   y : [n, w.rows] with row stride y_stride (floats)

@@ -154,11 +154,11 @@ void accumulated_attention(const LayerView& lv, std::vector<float>& s_q) {
     const int nkb = (n + kKb - 1) / kKb;
     std::vector<float> ktiles, sc;  // [nkb, hd, kKb] packed keys; [block, kKb] one tile's scores
     if (packed) {
-      ktiles.assign(static_cast<size_t>(nkb) * hd * kKb, 0.0f);
-      for (int j = 0; j < n; ++j) {
-        float* tile = ktiles.data() + static_cast<size_t>(j / kKb) * hd * kKb;
-        const float* kj = kh + static_cast<int64_t>(j) * lv.k_stride;
-        for (int e = 0; e < hd; ++e) tile[e * kKb + j % kKb] = kj[e];
+      ktiles.resize(static_cast<size_t>(nkb) * hd * kKb);
+      for (int kb = 0; kb < nkb; ++kb) {
+        pack_key_tile(kh + static_cast<int64_t>(kb) * kKb * lv.k_stride, lv.k_stride,
+                      std::min(kKb, n - kb * kKb), hd,
+                      ktiles.data() + static_cast<size_t>(kb) * hd * kKb);
       }
       sc.resize(static_cast<size_t>(kScoreRowBlock) * kKb);
     }

@@ -317,8 +317,7 @@ void Model::repack_x16_weights() {
     if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
   };
   auto repackable = [](const WeightMatrix& w) {
-    return w.layout == WeightLayout::kRows && x16_shape_ok(w.dtype, w.rows, w.cols) &&
-           w.row_bytes == dtype_row_bytes(w.dtype, w.cols);
+    return w.layout == WeightLayout::kRows && x16_layout_fits(w);
   };
   // in_place: the matrix is in a writable buffer of ours that nothing else reads.
   auto repack = [&](WeightMatrix& w, bool in_place) {

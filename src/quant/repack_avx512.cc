@@ -72,7 +72,7 @@ void prepare_x(const uint8_t* xq, size_t xq_stride, int64_t nx, int64_t nb, XSid
   const size_t count = static_cast<size_t>(nx * nb);
   s->start.resize(count);
   s->dx.resize(count);
-  s->sx.resize(count);
+  if constexpr (T::kHasMin) s->sx.resize(count);
   for (int64_t i = 0; i < nx; ++i) {
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* xb = xq + i * xq_stride + b * T::kXBlock;
