@@ -62,14 +62,17 @@ int configured_spin_us() {
 
 // Whether a worker may spin: not while the machine is oversubscribed. A worker that the kernel
 // preempted (involuntary context switches, getrusage RUSAGE_THREAD) kPreemptionsToStopSpinning
-// times within one kSpinCheckPeriod shares its core with another runnable thread, and its spinning
+// times within one kSpinCheckPeriod shares its core with another runnable thread (one CPU-bound
+// neighbour preempts it at every scheduler slice, tens of times per period), and its spinning
 // would take time from that thread (often the caller it waits for): it then sleeps at once until a
-// longer kSpinOffPeriod passes without any preemption (a worker that sleeps runs less, so it is
-// preempted less: the longer, stricter test keeps it from flipping back while the load lasts). On
-// an idle machine a spinning thread is hardly ever preempted.
+// longer kSpinOffPeriod passes with fewer preemptions than that (a worker that sleeps runs less,
+// so it is preempted less: the same count over 5x the time keeps it from flipping back while the
+// load lasts). Background kernel threads and daemons preempt a spinning worker a few times a
+// second on a quiet VM; a threshold of 2 per period tripped on them and made every region pay a
+// futex wake (single-stream decode ran 30 % slower, docs/ARCHITECTURE.md, Threads).
 constexpr auto kSpinCheckPeriod = std::chrono::milliseconds(200);
 constexpr auto kSpinOffPeriod = std::chrono::milliseconds(1000);
-constexpr long kPreemptionsToStopSpinning = 2;
+constexpr long kPreemptionsToStopSpinning = 10;
 
 class SpinGate {
  public:
@@ -78,7 +81,7 @@ class SpinGate {
       rusage ru{};
       if (::getrusage(RUSAGE_THREAD, &ru) == 0) {
         const long preemptions = ru.ru_nivcsw - last_preemptions_;
-        allowed_ = allowed_ ? preemptions < kPreemptionsToStopSpinning : preemptions == 0;
+        allowed_ = preemptions < kPreemptionsToStopSpinning;
         last_preemptions_ = ru.ru_nivcsw;
       }
       next_check_ = now + (allowed_ ? kSpinCheckPeriod : kSpinOffPeriod);

@@ -149,7 +149,9 @@ const AttentionKernels& portable_attention_kernels() {
                                      scores_rows_portable,
                                      max_of_portable,
                                      exp_sub_sum_portable,
-                                     pv_portable};
+                                     pv_portable,
+                                     nullptr,
+                                     nullptr};
   return k;
 }
 
@@ -334,6 +336,11 @@ void attention_decode_kv_with(const AttentionKernels& kern_in, const AttentionSh
   const KernelTable& ops = ops_table_for(kern);
   auto widen = kv_dtype == DType::kF16 ? ops.f16_row_to_f32 : ops.bf16_row_to_f32;
   const size_t elem = kv_dtype == DType::kF32 ? sizeof(float) : sizeof(uint16_t);
+  // Half rows are read in place where the variant can (one pass over the cache, nothing stored);
+  // otherwise each key / value block is widened into scratch first. Same bits either way.
+  const bool half_in_place =
+      kv_dtype != DType::kF32 && kern.scores_rows_half != nullptr && kern.pv_half != nullptr;
+  const bool widen_blocks = kv_dtype != DType::kF32 && !half_in_place;
 
   thread_local std::vector<int> meta;  // per KV head: lo, first item; then the item count
   meta.resize(static_cast<size_t>(2 * n_kv + 1));
@@ -367,8 +374,8 @@ void attention_decode_kv_with(const AttentionKernels& kern_in, const AttentionSh
     const int it = static_cast<int>(item);
     // This thread's scratch: scores [group, kKb], then (half caches) one widened key block and
     // value block [kKb, hd].
-    float* sc =
-        thread_scratch(static_cast<size_t>(group) * kKb + 2 * static_cast<size_t>(kKb) * hd);
+    float* sc = thread_scratch(static_cast<size_t>(group) * kKb +
+                               (widen_blocks ? 2 * static_cast<size_t>(kKb) * hd : 0));
     float* kbuf = sc + static_cast<size_t>(group) * kKb;
     float* vbuf = kbuf + static_cast<size_t>(kKb) * hd;
     int g = 0;  // the head whose items hold `it` (mt[2g+3] is head g+1's first item)
@@ -389,18 +396,28 @@ void attention_decode_kv_with(const AttentionKernels& kern_in, const AttentionSh
       const uint8_t* vraw = static_cast<const uint8_t*>(v_heads[g]) + elem * j0 * hd;
       const float* kj = reinterpret_cast<const float*>(kraw);
       const float* vj = reinterpret_cast<const float*>(vraw);
-      if (kv_dtype != DType::kF32) {
+      if (widen_blocks) {
         widen(reinterpret_cast<const uint16_t*>(kraw), kbuf, static_cast<int64_t>(nk) * hd);
         widen(reinterpret_cast<const uint16_t*>(vraw), vbuf, static_cast<int64_t>(nk) * hd);
         kj = kbuf;
         vj = vbuf;
       }
-      kern.scores_rows(qg, hd, group, kj, hd, nk, hd, s.scale, sc);
+      if (half_in_place) {
+        kern.scores_rows_half(kv_dtype, qg, hd, group, reinterpret_cast<const uint16_t*>(kraw), hd,
+                              nk, hd, s.scale, sc);
+      } else {
+        kern.scores_rows(qg, hd, group, kj, hd, nk, hd, s.scale, sc);
+      }
       for (int hh = 0; hh < group; ++hh) {
         softmax_update_row(kern, sc + hh * kKb, 0, nk, mp + hh, lp + hh,
                            op + static_cast<int64_t>(hh) * hd, hd);
       }
-      kern.pv(sc, kKb, group, vj, hd, nk, hd, op, hd);
+      if (half_in_place) {
+        kern.pv_half(kv_dtype, sc, kKb, group, reinterpret_cast<const uint16_t*>(vraw), hd, nk, hd,
+                     op, hd);
+      } else {
+        kern.pv(sc, kKb, group, vj, hd, nk, hd, op, hd);
+      }
     }
   };
   parallel_for(n_items, run_item, {.grain = 1, .max_threads = nt});

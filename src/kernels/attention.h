@@ -82,6 +82,14 @@ struct AttentionKernels {
   // hd
   void (*pv)(const float* p, int64_t p_stride, int rows, const float* v, int64_t v_stride, int nk,
              int hd, float* o, int64_t o_stride);
+  // scores_rows and pv over half-precision rows (`half`: kF16 or kBF16) read in place, each element
+  // widened once in a register: bit for bit what scores_rows / pv give on the rows widened to f32,
+  // without the pass through scratch. nullptr: the decode driver widens each block first.
+  void (*scores_rows_half)(DType half, const float* q, int64_t q_stride, int rows,
+                           const uint16_t* k, int64_t k_stride, int nk, int hd, float scale,
+                           float* s);
+  void (*pv_half)(DType half, const float* p, int64_t p_stride, int rows, const uint16_t* v,
+                  int64_t v_stride, int nk, int hd, float* o, int64_t o_stride);
 };
 
 // The variant for an ISA (nullptr when !isa_supported(isa)); the active one follows

@@ -73,38 +73,79 @@ inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
   return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
-// Decode scores from unpacked keys (hd a multiple of 8): 4 keys per pass share one reduction.
-void scores_rows_avx2(const float* q, int64_t q_stride, int rows, const float* k, int64_t k_stride,
-                      int nk, int hd, float scale, float* s) {
-  const __m128 vscale = _mm_set1_ps(scale);
-  for (int m = 0; m < rows; ++m) {
-    const float* qm = q + m * q_stride;
-    float* sm = s + m * kKb;
-    int j = 0;
-    for (; j + 4 <= nk; j += 4) {
-      const float* k0 = k + j * k_stride;
-      const float* k1 = k0 + k_stride;
-      const float* k2 = k1 + k_stride;
-      const float* k3 = k2 + k_stride;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-      for (int d = 0; d < hd; d += kLanes) {
-        const __m256 qv = _mm256_loadu_ps(qm + d);
-        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
-        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
-        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), a2);
-        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), a3);
+// R query rows x 4 unpacked keys (rows of hd elements, k_stride apart, from byte base k): a[r][i]
+// sums q_r . key i over the dims in order, one reduction per row for the 4 keys. Each key vector is
+// loaded (and, for the halves, widened) once for all R rows; R <= 3 keeps the 4R accumulators and
+// one key vector in the 16 ymm registers (q comes from memory into the multiply-add).
+template <class L, int R>
+inline void scores_4keys(const float* q, int64_t q_stride, const uint8_t* k, int64_t k_stride,
+                         int hd, __m128 vscale, float* s) {
+  const int64_t step = L::kBytes * k_stride;
+  __m256 a[R][4];
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < 4; ++i) a[r][i] = _mm256_setzero_ps();
+  }
+  for (int d = 0; d < hd; d += kLanes) {
+    for (int i = 0; i < 4; ++i) {
+      const __m256 kv = L::load(k + i * step, d);
+      for (int r = 0; r < R; ++r) {
+        a[r][i] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * q_stride + d), kv, a[r][i]);
       }
-      _mm_storeu_ps(sm + j, _mm_mul_ps(hsum4(a0, a1, a2, a3), vscale));
     }
-    for (; j < nk; ++j) {
-      const float* kj = k + j * k_stride;
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm_storeu_ps(s + r * kKb, _mm_mul_ps(hsum4(a[r][0], a[r][1], a[r][2], a[r][3]), vscale));
+  }
+}
+
+constexpr int kScoreRows = 3;
+
+// Decode scores from unpacked keys stored as L's type (hd a multiple of 8): 4 keys per pass share
+// one reduction; the keys past the last 4 reduce one by one.
+template <class L>
+void scores_rows_t(const float* q, int64_t q_stride, int rows, const uint8_t* k, int64_t k_stride,
+                   int nk, int hd, float scale, float* s) {
+  const __m128 vscale = _mm_set1_ps(scale);
+  int j = 0;
+  for (; j + 4 <= nk; j += 4) {
+    const uint8_t* kj = k + L::kBytes * j * k_stride;
+    int m = 0;
+    for (; m + kScoreRows <= rows; m += kScoreRows) {
+      scores_4keys<L, kScoreRows>(q + m * q_stride, q_stride, kj, k_stride, hd, vscale,
+                                  s + m * kKb + j);
+    }
+    const float* qm = q + m * q_stride;
+    float* sm = s + m * kKb + j;
+    if (rows - m == 2) scores_4keys<L, 2>(qm, q_stride, kj, k_stride, hd, vscale, sm);
+    if (rows - m == 1) scores_4keys<L, 1>(qm, q_stride, kj, k_stride, hd, vscale, sm);
+  }
+  for (; j < nk; ++j) {
+    const uint8_t* kj = k + L::kBytes * j * k_stride;
+    for (int m = 0; m < rows; ++m) {
+      const float* qm = q + m * q_stride;
       __m256 a = _mm256_setzero_ps();
       for (int d = 0; d < hd; d += kLanes) {
-        a = _mm256_fmadd_ps(_mm256_loadu_ps(qm + d), _mm256_loadu_ps(kj + d), a);
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(qm + d), L::load(kj, d), a);
       }
-      sm[j] = hsum(a) * scale;
+      s[m * kKb + j] = hsum(a) * scale;
     }
+  }
+}
+
+void scores_rows_avx2(const float* q, int64_t q_stride, int rows, const float* k, int64_t k_stride,
+                      int nk, int hd, float scale, float* s) {
+  scores_rows_t<LoadF32>(q, q_stride, rows, reinterpret_cast<const uint8_t*>(k), k_stride, nk, hd,
+                         scale, s);
+}
+
+void scores_rows_half_avx2(DType half, const float* q, int64_t q_stride, int rows,
+                           const uint16_t* k, int64_t k_stride, int nk, int hd, float scale,
+                           float* s) {
+  const uint8_t* kb = reinterpret_cast<const uint8_t*>(k);
+  if (half == DType::kBF16) {
+    scores_rows_t<LoadBF16>(q, q_stride, rows, kb, k_stride, nk, hd, scale, s);
+  } else {
+    scores_rows_t<LoadF16>(q, q_stride, rows, kb, k_stride, nk, hd, scale, s);
   }
 }
 
@@ -140,18 +181,19 @@ float exp_sub_sum_avx2(float* x, int n, float m) {
   return hsum(sum);
 }
 
-// o[R rows, C vectors] += p[R rows, nk] . v[nk, C vectors], accumulators in registers.
-template <int R, int C>
-inline void pv_block(const float* p, int64_t p_stride, const float* v, int64_t v_stride, int nk,
+// o[R rows, C vectors] += p[R rows, nk] . v[nk, C vectors] (v from byte base, rows v_stride
+// elements apart, as L's type), accumulators in registers.
+template <class L, int R, int C>
+inline void pv_block(const float* p, int64_t p_stride, const uint8_t* v, int64_t v_stride, int nk,
                      float* o, int64_t o_stride) {
   __m256 acc[R][C];
   for (int r = 0; r < R; ++r) {
     for (int c = 0; c < C; ++c) acc[r][c] = _mm256_loadu_ps(o + r * o_stride + c * kLanes);
   }
   for (int j = 0; j < nk; ++j) {
-    const float* vj = v + j * v_stride;
+    const uint8_t* vj = v + L::kBytes * j * v_stride;
     __m256 vv[C];
-    for (int c = 0; c < C; ++c) vv[c] = _mm256_loadu_ps(vj + c * kLanes);
+    for (int c = 0; c < C; ++c) vv[c] = L::load(vj, c * kLanes);
     for (int r = 0; r < R; ++r) {
       const __m256 pb = _mm256_broadcast_ss(p + r * p_stride + j);
       for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(pb, vv[c], acc[r][c]);
@@ -163,36 +205,53 @@ inline void pv_block(const float* p, int64_t p_stride, const float* v, int64_t v
 }
 
 // Columns in chunks of 2 vectors (4 rows x 2 = 8 accumulators + 2 values + 1 broadcast).
-template <int R>
-inline void pv_rows(const float* p, int64_t p_stride, const float* v, int64_t v_stride, int nk,
+template <class L, int R>
+inline void pv_rows(const float* p, int64_t p_stride, const uint8_t* v, int64_t v_stride, int nk,
                     int hd, float* o, int64_t o_stride) {
   int d = 0;
   for (; d + 2 * kLanes <= hd; d += 2 * kLanes) {
-    pv_block<R, 2>(p, p_stride, v + d, v_stride, nk, o + d, o_stride);
+    pv_block<L, R, 2>(p, p_stride, v + L::kBytes * d, v_stride, nk, o + d, o_stride);
   }
-  if (d < hd) pv_block<R, 1>(p, p_stride, v + d, v_stride, nk, o + d, o_stride);
+  if (d < hd) pv_block<L, R, 1>(p, p_stride, v + L::kBytes * d, v_stride, nk, o + d, o_stride);
 }
 
-void pv_avx2(const float* p, int64_t p_stride, int rows, const float* v, int64_t v_stride, int nk,
-             int hd, float* o, int64_t o_stride) {
+template <class L>
+void pv_t(const float* p, int64_t p_stride, int rows, const uint8_t* v, int64_t v_stride, int nk,
+          int hd, float* o, int64_t o_stride) {
   int m = 0;
   for (; m + kRows <= rows; m += kRows) {
-    pv_rows<kRows>(p + m * p_stride, p_stride, v, v_stride, nk, hd, o + m * o_stride, o_stride);
+    pv_rows<L, kRows>(p + m * p_stride, p_stride, v, v_stride, nk, hd, o + m * o_stride, o_stride);
   }
   const float* pm = p + m * p_stride;
   float* om = o + m * o_stride;
   switch (rows - m) {
     case 3:
-      pv_rows<3>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
+      pv_rows<L, 3>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
       break;
     case 2:
-      pv_rows<2>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
+      pv_rows<L, 2>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
       break;
     case 1:
-      pv_rows<1>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
+      pv_rows<L, 1>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
       break;
     default:
       break;
+  }
+}
+
+void pv_avx2(const float* p, int64_t p_stride, int rows, const float* v, int64_t v_stride, int nk,
+             int hd, float* o, int64_t o_stride) {
+  pv_t<LoadF32>(p, p_stride, rows, reinterpret_cast<const uint8_t*>(v), v_stride, nk, hd, o,
+                o_stride);
+}
+
+void pv_half_avx2(DType half, const float* p, int64_t p_stride, int rows, const uint16_t* v,
+                  int64_t v_stride, int nk, int hd, float* o, int64_t o_stride) {
+  const uint8_t* vb = reinterpret_cast<const uint8_t*>(v);
+  if (half == DType::kBF16) {
+    pv_t<LoadBF16>(p, p_stride, rows, vb, v_stride, nk, hd, o, o_stride);
+  } else {
+    pv_t<LoadF16>(p, p_stride, rows, vb, v_stride, nk, hd, o, o_stride);
   }
 }
 
@@ -200,7 +259,8 @@ void pv_avx2(const float* p, int64_t p_stride, int rows, const float* v, int64_t
 
 const AttentionKernels& avx2_attention_kernels() {
   static const AttentionKernels k = {
-      "avx2", kLanes, scores_packed_avx2, scores_rows_avx2, max_of_avx2, exp_sub_sum_avx2, pv_avx2};
+      "avx2",           kLanes,  scores_packed_avx2,    scores_rows_avx2, max_of_avx2,
+      exp_sub_sum_avx2, pv_avx2, scores_rows_half_avx2, pv_half_avx2};
   return k;
 }
 

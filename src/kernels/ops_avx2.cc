@@ -158,39 +158,6 @@ void rope_rotate_avx2(float* x, int n_heads, int head_dim, int rot_dim, const fl
 }
 
 // ---- weight loaders: 8 stored elements -> f32; load_tail reads only rem (< 8) elements ----
-struct LoadF32 {
-  static __m256 load(const uint8_t* p, int64_t c) {
-    return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + c);
-  }
-  static __m256 load_tail(const uint8_t* p, int64_t c, int64_t rem) {
-    return _mm256_maskload_ps(reinterpret_cast<const float*>(p) + c, tail_mask(rem));
-  }
-};
-inline __m128i load_halves_tail(const uint8_t* p, int64_t rem) {
-  alignas(16) uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  std::memcpy(tmp, p, static_cast<size_t>(rem) * 2);
-  return _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
-}
-struct LoadF16 {
-  static __m256 load(const uint8_t* p, int64_t c) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * c)));
-  }
-  static __m256 load_tail(const uint8_t* p, int64_t c, int64_t rem) {
-    return _mm256_cvtph_ps(load_halves_tail(p + 2 * c, rem));
-  }
-};
-struct LoadBF16 {
-  static __m256 widen(__m128i h) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
-  static __m256 load(const uint8_t* p, int64_t c) {
-    return widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * c)));
-  }
-  static __m256 load_tail(const uint8_t* p, int64_t c, int64_t rem) {
-    return widen(load_halves_tail(p + 2 * c, rem));
-  }
-};
-
 // Decode: NW stored rows against one x, converting on the fly (one pass over the weights).
 template <class L, int NW>
 void gemv_block(const float* x, const uint8_t* w, size_t row_bytes, int64_t cols, float* y) {

@@ -183,34 +183,6 @@ void rope_rotate_avx512(float* x, int n_heads, int head_dim, int rot_dim, const 
 }
 
 // ---- weight loaders: 16 stored elements -> f32 (m selects a partial tail) ----
-struct LoadF32 {
-  static __m512 load(const uint8_t* p, int64_t c) {
-    return _mm512_loadu_ps(reinterpret_cast<const float*>(p) + c);
-  }
-  static __m512 load_tail(const uint8_t* p, int64_t c, __mmask16 m) {
-    return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p) + c);
-  }
-};
-struct LoadF16 {
-  static __m512 load(const uint8_t* p, int64_t c) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * c)));
-  }
-  static __m512 load_tail(const uint8_t* p, int64_t c, __mmask16 m) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + 2 * c));
-  }
-};
-struct LoadBF16 {
-  static __m512 widen(__m256i h) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  }
-  static __m512 load(const uint8_t* p, int64_t c) {
-    return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * c)));
-  }
-  static __m512 load_tail(const uint8_t* p, int64_t c, __mmask16 m) {
-    return widen(_mm256_maskz_loadu_epi16(m, p + 2 * c));
-  }
-};
-
 // Decode: NW stored rows against one x, converting on the fly (one pass over the weights).
 template <class L, int NW>
 void gemv_block(const float* x, const uint8_t* w, size_t row_bytes, int64_t cols, float* y) {

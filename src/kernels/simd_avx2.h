@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 namespace fkv {
 namespace {  // NOLINT: internal linkage on purpose (see above)
@@ -53,6 +54,44 @@ inline float hmax(__m256 v) {
   s = _mm_max_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+
+// Loads of 8 stored elements as f32 from byte base p at element c (the halves widen exactly),
+// shared by the matmul and attention kernels that read f32 / f16 / bf16 rows; kBytes per element.
+struct LoadF32 {
+  static constexpr int kBytes = 4;
+  static __m256 load(const uint8_t* p, int64_t c) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + c);
+  }
+  static __m256 load_tail(const uint8_t* p, int64_t c, int64_t rem) {
+    return _mm256_maskload_ps(reinterpret_cast<const float*>(p) + c, tail_mask(rem));
+  }
+};
+inline __m128i load_halves_tail(const uint8_t* p, int64_t rem) {
+  alignas(16) uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::memcpy(tmp, p, static_cast<size_t>(rem) * 2);
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
+}
+struct LoadF16 {
+  static constexpr int kBytes = 2;
+  static __m256 load(const uint8_t* p, int64_t c) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * c)));
+  }
+  static __m256 load_tail(const uint8_t* p, int64_t c, int64_t rem) {
+    return _mm256_cvtph_ps(load_halves_tail(p + 2 * c, rem));
+  }
+};
+struct LoadBF16 {
+  static constexpr int kBytes = 2;
+  static __m256 widen(__m128i h) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  static __m256 load(const uint8_t* p, int64_t c) {
+    return widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * c)));
+  }
+  static __m256 load_tail(const uint8_t* p, int64_t c, int64_t rem) {
+    return widen(load_halves_tail(p + 2 * c, rem));
+  }
+};
 
 }  // namespace
 }  // namespace fkv

@@ -39,5 +39,38 @@ inline __m512 exp_ps(__m512 x) {
   return _mm512_maskz_mul_ps(static_cast<__mmask16>(~underflow), y, _mm512_castsi512_ps(e));
 }
 
+// Loads of 16 stored elements as f32 from byte base p at element c (the halves widen exactly),
+// shared by the matmul and attention kernels that read f32 / f16 / bf16 rows; kBytes per element.
+struct LoadF32 {
+  static constexpr int kBytes = 4;
+  static __m512 load(const uint8_t* p, int64_t c) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(p) + c);
+  }
+  static __m512 load_tail(const uint8_t* p, int64_t c, __mmask16 m) {
+    return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p) + c);
+  }
+};
+struct LoadF16 {
+  static constexpr int kBytes = 2;
+  static __m512 load(const uint8_t* p, int64_t c) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * c)));
+  }
+  static __m512 load_tail(const uint8_t* p, int64_t c, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + 2 * c));
+  }
+};
+struct LoadBF16 {
+  static constexpr int kBytes = 2;
+  static __m512 widen(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static __m512 load(const uint8_t* p, int64_t c) {
+    return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * c)));
+  }
+  static __m512 load_tail(const uint8_t* p, int64_t c, __mmask16 m) {
+    return widen(_mm256_maskz_loadu_epi16(m, p + 2 * c));
+  }
+};
+
 }  // namespace
 }  // namespace fkv

@@ -276,9 +276,9 @@ TEST(Attention, DecodeMatchesScalarTwin) {
               cases, variants().size(), worst);
 }
 
-// Caches stored as f16 / bf16: every variant widens key and value blocks and must match the
-// scalar twin on the same half data (same tolerance as f32: widening is exact), and stay within
-// the half format's rounding of the f32 result.
+// Caches stored as f16 / bf16: every variant reads them (in place, or widened block by block where
+// it has no half primitives) and must match the scalar twin on the same half data (same tolerance
+// as f32: widening is exact), and stay within the half format's rounding of the f32 result.
 TEST(Attention, DecodeHalfCacheMatchesScalarTwin) {
   std::mt19937 rng(24);
   const std::vector<std::vector<int>> length_sets = {
@@ -314,6 +314,104 @@ TEST(Attention, DecodeHalfCacheMatchesScalarTwin) {
                   << " lens=" << lens[0] << "," << lens[1] << " window=" << window;
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// The half primitives read f16 / bf16 rows in place; they must give exactly what scores_rows / pv
+// give on the same rows widened to f32 (widening is exact and the arithmetic is the same), for
+// every row count, key count and head dim the decode driver can pass.
+TEST(Attention, HalfPrimitivesEqualWidenedRowsBitwise) {
+  std::mt19937 rng(25);
+  int checked = 0;
+  for (const AttentionKernels* k : variants()) {
+    if (k->scores_rows_half == nullptr) continue;
+    for (DType dt : {DType::kF16, DType::kBF16}) {
+      for (int hd : {k->lanes, 3 * k->lanes, 64, 128}) {
+        for (int rows : {1, 2, 3, 4, 5, 7, 8, 9}) {
+          for (int nk : {1, 3, 4, 5, 17, 63, 64}) {
+            std::vector<float> q(static_cast<size_t>(rows) * hd), kf(static_cast<size_t>(nk) * hd);
+            std::vector<float> vf(kf.size()), p(static_cast<size_t>(rows) * kAttnKeyBlock);
+            fill(rng, q, 2.0f);
+            fill(rng, kf, 2.0f);
+            fill(rng, vf, 1.0f);
+            fill(rng, p, 1.0f);
+            std::vector<uint16_t> kh, vh;
+            for (float& x : kf) {
+              kh.push_back(dt == DType::kF16 ? f32_to_f16(x) : f32_to_bf16(x));
+              x = dt == DType::kF16 ? f16_to_f32(kh.back()) : bf16_to_f32(kh.back());
+            }
+            for (float& x : vf) {
+              vh.push_back(dt == DType::kF16 ? f32_to_f16(x) : f32_to_bf16(x));
+              x = dt == DType::kF16 ? f16_to_f32(vh.back()) : bf16_to_f32(vh.back());
+            }
+            const float scale = 0.125f;
+            std::vector<float> s_half(p.size(), 0.0f), s_f32(p.size(), 0.0f);
+            k->scores_rows_half(dt, q.data(), hd, rows, kh.data(), hd, nk, hd, scale,
+                                s_half.data());
+            k->scores_rows(q.data(), hd, rows, kf.data(), hd, nk, hd, scale, s_f32.data());
+            std::vector<float> o_half(q.size()), o_f32;
+            fill(rng, o_half, 1.0f);  // pv accumulates into o
+            o_f32 = o_half;
+            k->pv_half(dt, p.data(), kAttnKeyBlock, rows, vh.data(), hd, nk, hd, o_half.data(), hd);
+            k->pv(p.data(), kAttnKeyBlock, rows, vf.data(), hd, nk, hd, o_f32.data(), hd);
+            const std::string where = std::string(k->name) + " " + dtype_name(dt) +
+                                      " hd=" + std::to_string(hd) +
+                                      " rows=" + std::to_string(rows) + " nk=" + std::to_string(nk);
+            for (int m = 0; m < rows; ++m) {
+              ASSERT_EQ(0, std::memcmp(s_half.data() + m * kAttnKeyBlock,
+                                       s_f32.data() + m * kAttnKeyBlock, sizeof(float) * nk))
+                  << "scores " << where;
+            }
+            ASSERT_EQ(0, std::memcmp(o_half.data(), o_f32.data(), sizeof(float) * o_half.size()))
+                << "pv " << where;
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  std::printf("half primitives: %d configurations equal to the widened rows bit for bit\n",
+              checked);
+}
+
+// At the driver level: a half cache read in place gives the bits of the same cache widened to f32.
+TEST(Attention, DecodeHalfCacheEqualsWidenedF32CacheBitwise) {
+  std::mt19937 rng(26);
+  for (DType dt : {DType::kF16, DType::kBF16}) {
+    for (int hd : {16, 64, 128}) {
+      for (int ratio : {1, 3, 7}) {
+        const Decode d(rng, 2 * ratio, 2, hd, 0, {700, 45}, 2.0f);
+        std::vector<std::vector<uint16_t>> kh(2), vh(2);
+        std::vector<std::vector<float>> kw(2), vw(2);
+        std::vector<const void*> kp, vp;
+        std::vector<const float*> kwp, vwp;
+        for (int g = 0; g < 2; ++g) {
+          for (float x : d.k[g]) {
+            kh[g].push_back(dt == DType::kF16 ? f32_to_f16(x) : f32_to_bf16(x));
+            kw[g].push_back(dt == DType::kF16 ? f16_to_f32(kh[g].back())
+                                              : bf16_to_f32(kh[g].back()));
+          }
+          for (float x : d.v[g]) {
+            vh[g].push_back(dt == DType::kF16 ? f32_to_f16(x) : f32_to_bf16(x));
+            vw[g].push_back(dt == DType::kF16 ? f16_to_f32(vh[g].back())
+                                              : bf16_to_f32(vh[g].back()));
+          }
+          kp.push_back(kh[g].data());
+          vp.push_back(vh[g].data());
+          kwp.push_back(kw[g].data());
+          vwp.push_back(vw[g].data());
+        }
+        for (const AttentionKernels* k : variants()) {
+          std::vector<float> half(d.q.size(), -1.0f), wide(d.q.size(), -2.0f);
+          attention_decode_kv_with(*k, d.s, dt, d.q.data(), kp.data(), vp.data(), d.pp.data(),
+                                   d.len.data(), d.qpos, half.data());
+          attention_decode_with(*k, d.s, d.q.data(), kwp.data(), vwp.data(), d.pp.data(),
+                                d.len.data(), d.qpos, wide.data());
+          EXPECT_EQ(0, std::memcmp(half.data(), wide.data(), sizeof(float) * half.size()))
+              << k->name << " " << dtype_name(dt) << " hd=" << hd << " ratio=" << ratio;
         }
       }
     }
