@@ -51,7 +51,10 @@ struct Q4_1 {
   static constexpr size_t kBlock = 16 * 20, kCodes = 64, kXBlock = 36, kXCodes = 4;
   static constexpr int kBias = 0;
   static constexpr bool kHasMin = true, kNibbles = true;
-  static constexpr int kMaxX = 4;  // the min sums take 4 more registers per x row
+  // 8 x rows share one unpacking of the group's codes; the 8 min sums then spill a few registers
+  // to L1, still 5-9 % faster per x row than two passes of 4 (0.134 vs 0.141 ns per weight block
+  // and x row, 1536 x 576 in L2).
+  static constexpr int kMaxX = 8;
 };
 struct Q8_0 {
   static constexpr size_t kBlock = 16 * 34, kCodes = 32, kXBlock = 34, kXCodes = 2;
@@ -78,7 +81,16 @@ void prepare_x(const uint8_t* xq, size_t xq_stride, int64_t nx, int64_t nb, XSid
       const uint8_t* xb = xq + i * xq_stride + b * T::kXBlock;
       int32_t sum = 0;
       if constexpr (T::kBias != 0) {
-        for (int k = 0; k < 32; ++k) sum += static_cast<int8_t>(xb[T::kXCodes + k]);
+        // The 32 signed codes' sum, exactly: (x ^ 0x80) = x + 128 as unsigned bytes, summed by
+        // vpsadbw in 4 groups of 8 (the scalar loop was ~5 % of a batched SmolLM2 step, all of it
+        // in the 512 tiles of the Q8_0 LM head).
+        const __m256i u =
+            _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + T::kXCodes)),
+                             _mm256_set1_epi8(static_cast<char>(0x80)));
+        const __m256i s4 = _mm256_sad_epu8(u, _mm256_setzero_si256());
+        const __m128i s2 =
+            _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+        sum = static_cast<int32_t>(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1)) - 32 * 128;
       }
       s->start[i * nb + b] = -T::kBias * sum;
       uint16_t h;
