@@ -16,6 +16,9 @@ namespace {
 constexpr int kLanes = 8;
 constexpr int kKb = kAttnKeyBlock;  // 8 vectors of keys
 constexpr int kRows = 4;            // query rows per register block (16 ymm registers)
+// Decode's rows a key block ahead are prefetched a few lines per step (the hardware prefetcher
+// hardly ramps up on runs of a few hundred rows; attention_avx512.cc has the figures).
+constexpr int kPrefetchKeys = kKb;
 
 // R query rows x 16 keys (2 vectors) of a packed tile starting at column c0.
 template <int R>
@@ -109,6 +112,11 @@ void scores_rows_t(const float* q, int64_t q_stride, int rows, const uint8_t* k,
   int j = 0;
   for (; j + 4 <= nk; j += 4) {
     const uint8_t* kj = k + L::kBytes * j * k_stride;
+    for (int i = 0; i < 4; ++i) {  // the 4 rows a key block ahead
+      const char* ahead =
+          reinterpret_cast<const char*>(kj + L::kBytes * (kPrefetchKeys + i) * k_stride);
+      for (int b = 0; b < L::kBytes * hd; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+    }
     int m = 0;
     for (; m + kScoreRows <= rows; m += kScoreRows) {
       scores_4keys<L, kScoreRows>(q + m * q_stride, q_stride, kj, k_stride, hd, vscale,
@@ -182,8 +190,9 @@ float exp_sub_sum_avx2(float* x, int n, float m) {
 }
 
 // o[R rows, C vectors] += p[R rows, nk] . v[nk, C vectors] (v from byte base, rows v_stride
-// elements apart, as L's type), accumulators in registers.
-template <class L, int R, int C>
+// elements apart, as L's type), accumulators in registers. kPrefetch (decode's half rows): fetch
+// the same columns kPrefetchKeys rows ahead (prefill's P.V reuses each tile from cache: none).
+template <class L, bool kPrefetch, int R, int C>
 inline void pv_block(const float* p, int64_t p_stride, const uint8_t* v, int64_t v_stride, int nk,
                      float* o, int64_t o_stride) {
   __m256 acc[R][C];
@@ -192,6 +201,10 @@ inline void pv_block(const float* p, int64_t p_stride, const uint8_t* v, int64_t
   }
   for (int j = 0; j < nk; ++j) {
     const uint8_t* vj = v + L::kBytes * j * v_stride;
+    if constexpr (kPrefetch) {  // this block's C vectors of the row a key block ahead
+      const char* ahead = reinterpret_cast<const char*>(vj + L::kBytes * kPrefetchKeys * v_stride);
+      for (int b = 0; b < L::kBytes * C * kLanes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+    }
     __m256 vv[C];
     for (int c = 0; c < C; ++c) vv[c] = L::load(vj, c * kLanes);
     for (int r = 0; r < R; ++r) {
@@ -205,34 +218,36 @@ inline void pv_block(const float* p, int64_t p_stride, const uint8_t* v, int64_t
 }
 
 // Columns in chunks of 2 vectors (4 rows x 2 = 8 accumulators + 2 values + 1 broadcast).
-template <class L, int R>
+template <class L, bool kPrefetch, int R>
 inline void pv_rows(const float* p, int64_t p_stride, const uint8_t* v, int64_t v_stride, int nk,
                     int hd, float* o, int64_t o_stride) {
   int d = 0;
   for (; d + 2 * kLanes <= hd; d += 2 * kLanes) {
-    pv_block<L, R, 2>(p, p_stride, v + L::kBytes * d, v_stride, nk, o + d, o_stride);
+    pv_block<L, kPrefetch, R, 2>(p, p_stride, v + L::kBytes * d, v_stride, nk, o + d, o_stride);
   }
-  if (d < hd) pv_block<L, R, 1>(p, p_stride, v + L::kBytes * d, v_stride, nk, o + d, o_stride);
+  if (d < hd)
+    pv_block<L, kPrefetch, R, 1>(p, p_stride, v + L::kBytes * d, v_stride, nk, o + d, o_stride);
 }
 
-template <class L>
+template <class L, bool kPrefetch>
 void pv_t(const float* p, int64_t p_stride, int rows, const uint8_t* v, int64_t v_stride, int nk,
           int hd, float* o, int64_t o_stride) {
   int m = 0;
   for (; m + kRows <= rows; m += kRows) {
-    pv_rows<L, kRows>(p + m * p_stride, p_stride, v, v_stride, nk, hd, o + m * o_stride, o_stride);
+    pv_rows<L, kPrefetch, kRows>(p + m * p_stride, p_stride, v, v_stride, nk, hd, o + m * o_stride,
+                                 o_stride);
   }
   const float* pm = p + m * p_stride;
   float* om = o + m * o_stride;
   switch (rows - m) {
     case 3:
-      pv_rows<L, 3>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
+      pv_rows<L, kPrefetch, 3>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
       break;
     case 2:
-      pv_rows<L, 2>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
+      pv_rows<L, kPrefetch, 2>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
       break;
     case 1:
-      pv_rows<L, 1>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
+      pv_rows<L, kPrefetch, 1>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
       break;
     default:
       break;
@@ -241,17 +256,17 @@ void pv_t(const float* p, int64_t p_stride, int rows, const uint8_t* v, int64_t 
 
 void pv_avx2(const float* p, int64_t p_stride, int rows, const float* v, int64_t v_stride, int nk,
              int hd, float* o, int64_t o_stride) {
-  pv_t<LoadF32>(p, p_stride, rows, reinterpret_cast<const uint8_t*>(v), v_stride, nk, hd, o,
-                o_stride);
+  pv_t<LoadF32, false>(p, p_stride, rows, reinterpret_cast<const uint8_t*>(v), v_stride, nk, hd, o,
+                       o_stride);
 }
 
 void pv_half_avx2(DType half, const float* p, int64_t p_stride, int rows, const uint16_t* v,
                   int64_t v_stride, int nk, int hd, float* o, int64_t o_stride) {
   const uint8_t* vb = reinterpret_cast<const uint8_t*>(v);
   if (half == DType::kBF16) {
-    pv_t<LoadBF16>(p, p_stride, rows, vb, v_stride, nk, hd, o, o_stride);
+    pv_t<LoadBF16, true>(p, p_stride, rows, vb, v_stride, nk, hd, o, o_stride);
   } else {
-    pv_t<LoadF16>(p, p_stride, rows, vb, v_stride, nk, hd, o, o_stride);
+    pv_t<LoadF16, true>(p, p_stride, rows, vb, v_stride, nk, hd, o, o_stride);
   }
 }
 

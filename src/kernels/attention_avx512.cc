@@ -20,6 +20,12 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int kKb = kAttnKeyBlock;  // 4 vectors of keys
 constexpr int kRows = 4;            // query rows per register block
+// Decode reads each cache row once, in runs of a few hundred rows per head that the hardware
+// prefetcher hardly ramps up on (it restarts at every 4 KB page): the score and half P.V loops
+// prefetch the rows one key block ahead, a few lines per step. SmolLM2 shape, 8 sequences x 30
+// layers x 300 keys per head out of cache: 2.9 -> 1.7-1.8 ms on 2 threads (a plain read of the
+// bytes: 1.3-1.5 ms); 16 keys ahead: half the gain; 128: a little less than 64.
+constexpr int kPrefetchKeys = kKb;
 
 // R query rows x all 64 keys of a packed tile: per d, 4 key vectors times R broadcast q values.
 template <int R>
@@ -116,6 +122,11 @@ void scores_rows_t(const float* q, int64_t q_stride, int rows, const uint8_t* k,
   int j = 0;
   for (; j + 4 <= nk; j += 4) {
     const uint8_t* kj = k + L::kBytes * j * k_stride;
+    for (int i = 0; i < 4; ++i) {  // the 4 rows a key block ahead
+      const char* ahead =
+          reinterpret_cast<const char*>(kj + L::kBytes * (kPrefetchKeys + i) * k_stride);
+      for (int b = 0; b < L::kBytes * hd; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+    }
     int m = 0;
     for (; m + kRows <= rows; m += kRows) {
       scores_4keys<L, kRows>(q + m * q_stride, q_stride, kj, k_stride, hd, vscale, s + m * kKb + j);
@@ -188,8 +199,9 @@ float exp_sub_sum_avx512(float* x, int n, float m) {
 }
 
 // o[R rows, C vectors] += p[R rows, nk] . v[nk, C vectors] (v from byte base, rows v_stride
-// elements apart, as L's type), accumulators in registers.
-template <class L, int R, int C>
+// elements apart, as L's type), accumulators in registers. kPrefetch (decode's half rows): fetch
+// the same columns kPrefetchKeys rows ahead (prefill's P.V reuses each tile from cache: none).
+template <class L, bool kPrefetch, int R, int C>
 inline void pv_block(const float* p, int64_t p_stride, const uint8_t* v, int64_t v_stride, int nk,
                      float* o, int64_t o_stride) {
   __m512 acc[R][C];
@@ -198,6 +210,10 @@ inline void pv_block(const float* p, int64_t p_stride, const uint8_t* v, int64_t
   }
   for (int j = 0; j < nk; ++j) {
     const uint8_t* vj = v + L::kBytes * j * v_stride;
+    if constexpr (kPrefetch) {  // this block's C vectors of the row a key block ahead
+      const char* ahead = reinterpret_cast<const char*>(vj + L::kBytes * kPrefetchKeys * v_stride);
+      for (int b = 0; b < L::kBytes * C * kLanes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+    }
     __m512 vv[C];
     for (int c = 0; c < C; ++c) vv[c] = L::load(vj, c * kLanes);
     for (int r = 0; r < R; ++r) {
@@ -210,47 +226,48 @@ inline void pv_block(const float* p, int64_t p_stride, const uint8_t* v, int64_t
   }
 }
 
-template <class L, int R>
+template <class L, bool kPrefetch, int R>
 inline void pv_rows(const float* p, int64_t p_stride, const uint8_t* v, int64_t v_stride, int nk,
                     int hd, float* o, int64_t o_stride) {
   int d = 0;
   for (; d + 4 * kLanes <= hd; d += 4 * kLanes) {
-    pv_block<L, R, 4>(p, p_stride, v + L::kBytes * d, v_stride, nk, o + d, o_stride);
+    pv_block<L, kPrefetch, R, 4>(p, p_stride, v + L::kBytes * d, v_stride, nk, o + d, o_stride);
   }
   const uint8_t* vd = v + L::kBytes * d;
   switch ((hd - d) / kLanes) {
     case 3:
-      pv_block<L, R, 3>(p, p_stride, vd, v_stride, nk, o + d, o_stride);
+      pv_block<L, kPrefetch, R, 3>(p, p_stride, vd, v_stride, nk, o + d, o_stride);
       break;
     case 2:
-      pv_block<L, R, 2>(p, p_stride, vd, v_stride, nk, o + d, o_stride);
+      pv_block<L, kPrefetch, R, 2>(p, p_stride, vd, v_stride, nk, o + d, o_stride);
       break;
     case 1:
-      pv_block<L, R, 1>(p, p_stride, vd, v_stride, nk, o + d, o_stride);
+      pv_block<L, kPrefetch, R, 1>(p, p_stride, vd, v_stride, nk, o + d, o_stride);
       break;
     default:
       break;
   }
 }
 
-template <class L>
+template <class L, bool kPrefetch>
 void pv_t(const float* p, int64_t p_stride, int rows, const uint8_t* v, int64_t v_stride, int nk,
           int hd, float* o, int64_t o_stride) {
   int m = 0;
   for (; m + kRows <= rows; m += kRows) {
-    pv_rows<L, kRows>(p + m * p_stride, p_stride, v, v_stride, nk, hd, o + m * o_stride, o_stride);
+    pv_rows<L, kPrefetch, kRows>(p + m * p_stride, p_stride, v, v_stride, nk, hd, o + m * o_stride,
+                                 o_stride);
   }
   const float* pm = p + m * p_stride;
   float* om = o + m * o_stride;
   switch (rows - m) {
     case 3:
-      pv_rows<L, 3>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
+      pv_rows<L, kPrefetch, 3>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
       break;
     case 2:
-      pv_rows<L, 2>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
+      pv_rows<L, kPrefetch, 2>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
       break;
     case 1:
-      pv_rows<L, 1>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
+      pv_rows<L, kPrefetch, 1>(pm, p_stride, v, v_stride, nk, hd, om, o_stride);
       break;
     default:
       break;
@@ -259,17 +276,17 @@ void pv_t(const float* p, int64_t p_stride, int rows, const uint8_t* v, int64_t 
 
 void pv_avx512(const float* p, int64_t p_stride, int rows, const float* v, int64_t v_stride, int nk,
                int hd, float* o, int64_t o_stride) {
-  pv_t<LoadF32>(p, p_stride, rows, reinterpret_cast<const uint8_t*>(v), v_stride, nk, hd, o,
-                o_stride);
+  pv_t<LoadF32, false>(p, p_stride, rows, reinterpret_cast<const uint8_t*>(v), v_stride, nk, hd, o,
+                       o_stride);
 }
 
 void pv_half_avx512(DType half, const float* p, int64_t p_stride, int rows, const uint16_t* v,
                     int64_t v_stride, int nk, int hd, float* o, int64_t o_stride) {
   const uint8_t* vb = reinterpret_cast<const uint8_t*>(v);
   if (half == DType::kBF16) {
-    pv_t<LoadBF16>(p, p_stride, rows, vb, v_stride, nk, hd, o, o_stride);
+    pv_t<LoadBF16, true>(p, p_stride, rows, vb, v_stride, nk, hd, o, o_stride);
   } else {
-    pv_t<LoadF16>(p, p_stride, rows, vb, v_stride, nk, hd, o, o_stride);
+    pv_t<LoadF16, true>(p, p_stride, rows, vb, v_stride, nk, hd, o, o_stride);
   }
 }
 
