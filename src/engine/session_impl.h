@@ -151,8 +151,8 @@ struct Session::Impl {
       }
     }
     const std::vector<float>& inv_freq = model.rope_inv_freq();
-    rope_row(qr, c.n_heads, c.head_dim, c.rot_dim, p, inv_freq.data(), c.rope_style);
-    rope_row(kr, c.n_kv_heads, c.head_dim, c.rot_dim, p, inv_freq.data(), c.rope_style);
+    rope_qk_row(qr, c.n_heads, kr, c.n_kv_heads, c.head_dim, c.rot_dim, p, inv_freq.data(),
+                c.rope_style);
   }
 
   // Q/K/V of rows [r0, r0 + n) from their normed input xin [n, d_model] into q, k, v (sized).

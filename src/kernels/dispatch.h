@@ -44,6 +44,9 @@ struct KernelTable {
   // Exact widening of a row of halves to f32.
   void (*f16_row_to_f32)(const uint16_t* src, float* dst, int64_t n);
   void (*bf16_row_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  // f32 to f16, round to nearest even, bit for bit core's f32_to_f16 (NaN -> sign | 0x7e00): the
+  // KV cache's appends and prefill writes.
+  void (*f32_row_to_f16)(const float* src, uint16_t* dst, int64_t n);
   // Prefill form (nullptr when the variant has none): x pre-packed by pack_x_panels, so the
   // kernel broadcasts weights and vectorises over kXPanel x rows, with no horizontal sums.
   //   xp : [ceil(n / kXPanel), cols, kXPanel]; y[i * y_stride + r] for i < n, r < nr.

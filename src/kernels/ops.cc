@@ -114,24 +114,44 @@ void silu_mul(float* gate, const float* up, int64_t n) { active_kernels().silu_m
 void add_inplace(float* y, const float* x, int64_t n) { active_kernels().add_inplace(y, x, n); }
 void softmax_inplace(float* x, int64_t n) { active_kernels().softmax_inplace(x, n); }
 
-void rope_row_with(const KernelTable& k, float* x, int n_heads, int head_dim, int rot_dim,
-                   int32_t pos, const float* inv_freq, RopeStyle style) {
-  constexpr int kMaxHalf = 1024;
-  FKV_CHECK(rot_dim % 2 == 0 && rot_dim <= head_dim && rot_dim / 2 <= kMaxHalf,
+namespace {
+
+constexpr int kMaxRopeHalf = 1024;
+
+// cos / sin [rot_dim / 2] of one position. The angle is rounded to float like HF's
+// (pos * inv_freq) in f32; cos/sin are then taken in double so large positions lose nothing
+// further.
+void rope_tables(int head_dim, int rot_dim, int32_t pos, const float* inv_freq, float* cos_t,
+                 float* sin_t) {
+  FKV_CHECK(rot_dim % 2 == 0 && rot_dim <= head_dim && rot_dim / 2 <= kMaxRopeHalf,
             "rope: rot_dim %d must be even, <= head_dim %d and <= %d", rot_dim, head_dim,
-            2 * kMaxHalf);
-  const int half = rot_dim / 2;
-  // The angle is rounded to float like HF's (pos * inv_freq) in f32; cos/sin are then taken in
-  // double so large positions lose nothing further.
-  float cos_t[kMaxHalf];
-  float sin_t[kMaxHalf];
+            2 * kMaxRopeHalf);
   const float fpos = static_cast<float>(pos);
-  for (int i = 0; i < half; ++i) {
+  for (int i = 0; i < rot_dim / 2; ++i) {
     const double angle = static_cast<double>(fpos * inv_freq[i]);
     cos_t[i] = static_cast<float>(std::cos(angle));
     sin_t[i] = static_cast<float>(std::sin(angle));
   }
+}
+
+}  // namespace
+
+void rope_row_with(const KernelTable& k, float* x, int n_heads, int head_dim, int rot_dim,
+                   int32_t pos, const float* inv_freq, RopeStyle style) {
+  float cos_t[kMaxRopeHalf];
+  float sin_t[kMaxRopeHalf];
+  rope_tables(head_dim, rot_dim, pos, inv_freq, cos_t, sin_t);
   k.rope_rotate(x, n_heads, head_dim, rot_dim, cos_t, sin_t, style);
+}
+
+void rope_qk_row(float* q, int n_q_heads, float* k, int n_kv_heads, int head_dim, int rot_dim,
+                 int32_t pos, const float* inv_freq, RopeStyle style) {
+  float cos_t[kMaxRopeHalf];
+  float sin_t[kMaxRopeHalf];
+  rope_tables(head_dim, rot_dim, pos, inv_freq, cos_t, sin_t);
+  const KernelTable& kern = active_kernels();
+  kern.rope_rotate(q, n_q_heads, head_dim, rot_dim, cos_t, sin_t, style);
+  kern.rope_rotate(k, n_kv_heads, head_dim, rot_dim, cos_t, sin_t, style);
 }
 
 void rope_row(float* x, int n_heads, int head_dim, int rot_dim, int32_t pos, const float* inv_freq,

@@ -29,6 +29,10 @@ void softmax_inplace(float* x, int64_t n);
 // (as HF computes them) and cos/sin in double.
 void rope_row(float* x, int n_heads, int head_dim, int rot_dim, int32_t pos, const float* inv_freq,
               RopeStyle style);
+// rope_row of a row's q [n_q_heads * head_dim] and k [n_kv_heads * head_dim] at one position, the
+// cos / sin computed once for both (they were ~1 % of a decode step, twice per row and layer).
+void rope_qk_row(float* q, int n_q_heads, float* k, int n_kv_heads, int head_dim, int rot_dim,
+                 int32_t pos, const float* inv_freq, RopeStyle style);
 
 namespace scalar {
 float dot(const float* a, const float* b, int64_t n);

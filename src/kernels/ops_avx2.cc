@@ -285,6 +285,23 @@ void bf16_row_to_f32_avx2(const uint16_t* src, float* dst, int64_t n) {
   if (c < n) _mm256_maskstore_ps(dst + c, tail_mask(n - c), LoadBF16::load_tail(p, c, n - c));
 }
 
+// F16C's round-to-nearest-even conversion gives core's f32_to_f16 bits for every non-NaN input
+// (overflow to inf, f16 subnormals); a chunk holding a NaN goes through f32_to_f16, whose NaN is
+// sign | 0x7e00 whatever the payload.
+void f32_row_to_f16_avx2(const float* src, uint16_t* dst, int64_t n) {
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes) {
+    const __m256 x = _mm256_loadu_ps(src + c);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)) != 0) {
+      for (int i = 0; i < kLanes; ++i) dst[c + i] = f32_to_f16(src[c + i]);
+      continue;
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + c),
+                     _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  for (; c < n; ++c) dst[c] = f32_to_f16(src[c]);
+}
+
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
@@ -303,6 +320,7 @@ const KernelTable& avx2_kernel_table() {
       gemv<LoadBF16>,
       f16_row_to_f32_avx2,
       bf16_row_to_f32_avx2,
+      f32_row_to_f16_avx2,
       // No prefill form: with 16 registers the packed-x kernel is load-bound and measured
       // slower than the dot-product form (50-64 vs 75 GFLOP/s at n = 128, docs/KERNELS.md).
       nullptr,

@@ -377,6 +377,21 @@ void bf16_row_to_f32_avx512(const uint16_t* src, float* dst, int64_t n) {
   }
 }
 
+// As f32_row_to_f16_avx2: the hardware conversion, and core's f32_to_f16 for a chunk with a NaN.
+void f32_row_to_f16_avx512(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t c = 0; c < n; c += kLanes) {
+    const __mmask16 m = tail_mask(n - c);
+    const __m512 x = _mm512_maskz_loadu_ps(m, src + c);
+    if (_mm512_mask_cmp_ps_mask(m, x, x, _CMP_UNORD_Q) != 0) {
+      const int64_t end = n - c < kLanes ? n : c + kLanes;  // no std::min: see the file comment
+      for (int64_t i = c; i < end; ++i) dst[i] = f32_to_f16(src[i]);
+      continue;
+    }
+    _mm256_mask_storeu_epi16(dst + c, m,
+                             _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+}
+
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
@@ -395,6 +410,7 @@ const KernelTable& avx512_kernel_table() {
       gemv<LoadBF16>,
       f16_row_to_f32_avx512,
       bf16_row_to_f32_avx512,
+      f32_row_to_f16_avx512,
       gemm_xpacked_avx512,
       // No bf16-dot form (the avx512+bf16dot table adds it).
       nullptr,

@@ -133,6 +133,10 @@ void bf16_row_to_f32_scalar(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
 }
 
+void f32_row_to_f16_scalar(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_f16(src[i]);
+}
+
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
@@ -151,6 +155,7 @@ const KernelTable& scalar_kernel_table() {
       gemv_bf16_scalar,
       f16_row_to_f32_scalar,
       bf16_row_to_f32_scalar,
+      f32_row_to_f16_scalar,
       nullptr,
       // No bf16-dot form (the avx512+bf16dot table adds it).
       nullptr,

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "kernels/dispatch.h"
 
 namespace fkv {
 namespace {
@@ -22,8 +23,12 @@ void append_converted(DType dtype, const float* src, size_t hd, std::vector<uint
   uint16_t h[256];
   for (size_t d0 = 0; d0 < hd; d0 += 256) {
     const size_t nd = std::min<size_t>(256, hd - d0);
-    for (size_t d = 0; d < nd; ++d) {
-      h[d] = dtype == DType::kF16 ? f32_to_f16(src[d0 + d]) : f32_to_bf16(src[d0 + d]);
+    if (dtype == DType::kF16) {
+      // The vector converter (core's f32_to_f16 bits): the scalar one was ~3 % of a batched
+      // decode step and ~2 % of a long prefill's cache writes.
+      active_kernels().f32_row_to_f16(src + d0, h, static_cast<int64_t>(nd));
+    } else {
+      for (size_t d = 0; d < nd; ++d) h[d] = f32_to_bf16(src[d0 + d]);
     }
     std::memcpy(out + d0 * 2, h, nd * 2);
   }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -238,6 +239,31 @@ TEST(Kernels, RopeStylesPairTheDocumentedDims) {
   EXPECT_NEAR(inter[3], 4, 1e-6);
 }
 
+// rope_qk_row shares one cos / sin table between q and k: bit for bit two rope_row calls.
+TEST(Kernels, RopeQkRowEqualsTwoRopeRows) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  for (RopeStyle style : {RopeStyle::kNeox, RopeStyle::kInterleaved}) {
+    for (int rot_dim : {32, 64}) {
+      std::vector<float> inv_freq(static_cast<size_t>(rot_dim / 2));
+      for (size_t i = 0; i < inv_freq.size(); ++i) {
+        inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / rot_dim));
+      }
+      for (int32_t pos : {0, 1, 777, 131071}) {
+        std::vector<float> q(9 * 64), k(3 * 64);
+        for (float& x : q) x = u(rng);
+        for (float& x : k) x = u(rng);
+        std::vector<float> q2 = q, k2 = k;
+        rope_qk_row(q.data(), 9, k.data(), 3, 64, rot_dim, pos, inv_freq.data(), style);
+        rope_row(q2.data(), 9, 64, rot_dim, pos, inv_freq.data(), style);
+        rope_row(k2.data(), 3, 64, rot_dim, pos, inv_freq.data(), style);
+        EXPECT_EQ(0, std::memcmp(q.data(), q2.data(), q.size() * sizeof(float))) << pos;
+        EXPECT_EQ(0, std::memcmp(k.data(), k2.data(), k.size() * sizeof(float))) << pos;
+      }
+    }
+  }
+}
+
 // ---- matmul ----
 
 struct TestWeight {
@@ -401,6 +427,57 @@ TEST(Matmul, WeightRowToF32IsExact) {
     for (uint32_t i = 0; i < 65535; ++i) {
       const float e = bf16_to_f32(all[i]);
       ASSERT_EQ(0, std::memcmp(&e, &got[i], 4)) << k->name << " bf16 " << i;
+    }
+  }
+}
+
+// Each variant's f32 -> f16 row converter against core's f32_to_f16, bit for bit: every f16 value
+// and the midpoints between neighbours (the ties of round to nearest even), the overflow edge,
+// f16 subnormals and underflow, infinities, NaNs with payloads (-> sign | 0x7e00), 2M random bit
+// patterns; row lengths 1-40 (vector tails) and chunks holding one NaN among finite values.
+TEST(Kernels, F32RowToF16MatchesCoreConversion) {
+  std::vector<float> in;
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float v = f16_to_f32(static_cast<uint16_t>(h));
+    in.push_back(v);
+    if (std::isfinite(v) && (h & 0x7fff) != 0x7bff) {
+      in.push_back(static_cast<float>(
+          0.5 * (static_cast<double>(v) + f16_to_f32(static_cast<uint16_t>(h + 1)))));
+    }
+  }
+  for (float v :
+       {65504.0f, 65519.99f, 65520.0f, 65536.0f, 5.96e-8f, 2.98e-8f, 2.99e-8f, 1e-40f, -0.0f,
+        std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()}) {
+    in.push_back(v);
+    in.push_back(-v);
+  }
+  std::mt19937 rng(12);
+  for (uint32_t bits : {0x7f800001u, 0xffc00000u, 0x7fffffffu, 0x7fa00000u}) {
+    float v;
+    std::memcpy(&v, &bits, 4);
+    in.push_back(v);
+  }
+  for (int i = 0; i < 2000000; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(rng());
+    float v;
+    std::memcpy(&v, &bits, 4);
+    in.push_back(v);
+  }
+  std::vector<uint16_t> want(in.size());
+  for (size_t i = 0; i < in.size(); ++i) want[i] = f32_to_f16(in[i]);
+  for (const KernelTable* k : supported_tables()) {
+    std::vector<uint16_t> got(in.size(), 0xdead);
+    k->f32_row_to_f16(in.data(), got.data(), static_cast<int64_t>(in.size()));
+    for (size_t i = 0; i < in.size(); ++i) {
+      ASSERT_EQ(want[i], got[i]) << k->name << " input " << in[i] << " at " << i;
+    }
+    for (int n = 1; n <= 40; ++n) {
+      std::vector<float> row(in.begin() + 1000, in.begin() + 1000 + n);
+      if (n > 3) row[n / 2] = std::numeric_limits<float>::quiet_NaN();
+      std::vector<uint16_t> g(static_cast<size_t>(n) + 1, 0xbeef);
+      k->f32_row_to_f16(row.data(), g.data(), n);
+      for (int i = 0; i < n; ++i) ASSERT_EQ(f32_to_f16(row[i]), g[i]) << k->name << " n=" << n;
+      ASSERT_EQ(g[n], 0xbeef) << k->name << " wrote past n=" << n;
     }
   }
 }
