@@ -4,6 +4,10 @@
 #include <cmath>
 #include <numeric>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace fkv {
 
 Status validate_sampler_config(const SamplerConfig& config) {
@@ -35,13 +39,47 @@ double SplitMix64::next_double() {
   return static_cast<double>(next() >> 11) * 0x1.0p-53;
 }
 
-int32_t argmax_token(std::span<const float> logits) {
+int32_t argmax_token_scalar(std::span<const float> logits) {
   FKV_CHECK(!logits.empty(), "argmax over empty logits");
   size_t best = 0;
   for (size_t i = 1; i < logits.size(); ++i) {
     if (logits[i] > logits[best]) best = i;  // strict: ties keep the lower id
   }
   return static_cast<int32_t>(best);
+}
+
+// The scalar definition's answer in two vector passes (SSE2, the x86-64 baseline): the largest
+// value that loop can reach (NaNs never win, so it is the max over the non-NaN logits, seeded with
+// logits[0]; a NaN logits[0] wins by default), then its first index (== treats -0 and +0 alike, as
+// the strict > keeps the first zero). Greedy serving ran the scalar loop once per stream per step:
+// 34.5 us for 49152 logits, ~3.5 % of an 8-stream SmolLM2 step.
+int32_t argmax_token(std::span<const float> logits) {
+#if defined(__SSE2__)
+  FKV_CHECK(!logits.empty(), "argmax over empty logits");
+  const float* x = logits.data();
+  const size_t n = logits.size();
+  if (std::isnan(x[0])) return 0;
+  __m128 m4 = _mm_set1_ps(x[0]);
+  size_t i = 0;
+  // maxps(v, m) returns m when v is NaN: NaNs drop out as in the scalar loop.
+  for (; i + 4 <= n; i += 4) m4 = _mm_max_ps(_mm_loadu_ps(x + i), m4);
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, m4);
+  float m = std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3]));
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  const __m128 target = _mm_set1_ps(m);
+  i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const int hit = _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(x + i), target));
+    if (hit != 0) return static_cast<int32_t>(i + static_cast<size_t>(__builtin_ctz(hit)));
+  }
+  for (; i < n; ++i) {
+    if (x[i] == m) return static_cast<int32_t>(i);
+  }
+  return 0;  // unreachable: m is one of the logits
+#else
+  return argmax_token_scalar(logits);
+#endif
 }
 
 std::vector<TokenProb> sampler_distribution(std::span<const float> logits,

@@ -45,8 +45,10 @@ struct TokenProb {
 std::vector<TokenProb> sampler_distribution(std::span<const float> logits,
                                             const SamplerConfig& config);
 
-// Index of the largest logit; ties -> lowest id.
+// Index of the largest logit; ties -> lowest id (NaNs never win unless logits[0] is one).
 int32_t argmax_token(std::span<const float> logits);
+// Its scalar twin: the defining loop (tests).
+int32_t argmax_token_scalar(std::span<const float> logits);
 
 class Sampler {
  public:

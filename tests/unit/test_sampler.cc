@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
+#include <random>
 #include <vector>
 
 #include "sampler/sampler.h"
@@ -74,6 +76,55 @@ TEST(Sampler, GreedyIsArgmaxWithTiesToLowestId) {
   const std::vector<float> logits = {0.1f, 3.0f, -2.0f, 3.0f};
   EXPECT_EQ(s.sample(logits), 1);
   EXPECT_EQ(argmax_token(std::vector<float>{-5.0f}), 0);
+}
+
+// The vector argmax against its scalar twin: random logits with repeated maxima, NaNs (leading or
+// not), +-0, infinities, every length 1-70 (vector tails) and the SmolLM2 vocabulary's 49152.
+TEST(Sampler, ArgmaxEqualsScalarTwin) {
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> pick(0, 9);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  int cases = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    for (int n : {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 70, 49152}) {
+      if (n == 49152 && trial % 20 != 0) continue;
+      std::vector<float> x(static_cast<size_t>(n));
+      for (float& v : x) {
+        switch (pick(rng)) {
+          case 0:
+            v = nan;
+            break;
+          case 1:
+            v = 0.0f;
+            break;
+          case 2:
+            v = -0.0f;
+            break;
+          case 3:
+            v = -inf;
+            break;
+          case 4:
+            v = trial % 7 == 0 ? inf : 2.5f;  // repeated maxima
+            break;
+          default:
+            v = std::uniform_real_distribution<float>(-3.0f, 2.0f)(rng);
+        }
+      }
+      if (trial % 3 == 0) x[0] = trial % 2 == 0 ? nan : -inf;
+      ASSERT_EQ(argmax_token(x), argmax_token_scalar(x)) << "n=" << n << " trial=" << trial;
+      ++cases;
+    }
+  }
+  for (int n = 1; n <= 70; ++n) {  // all equal; all NaN but one; only zeros of both signs
+    std::vector<float> same(n, 1.0f), nans(n, nan), zeros(n);
+    nans[n / 2] = -1.0f;
+    for (int i = 0; i < n; ++i) zeros[i] = i % 2 == 0 ? -0.0f : 0.0f;
+    EXPECT_EQ(argmax_token(same), argmax_token_scalar(same));
+    EXPECT_EQ(argmax_token(nans), argmax_token_scalar(nans));
+    EXPECT_EQ(argmax_token(zeros), argmax_token_scalar(zeros));
+  }
+  EXPECT_GT(cases, 5000);
 }
 
 TEST(Sampler, TopK1AndTinyTopPEqualGreedy) {
