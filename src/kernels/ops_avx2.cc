@@ -157,8 +157,8 @@ void rope_rotate_avx2(float* x, int n_heads, int head_dim, int rot_dim, const fl
   }
 }
 
-// ---- weight loaders: 8 stored elements -> f32; load_tail reads only rem (< 8) elements ----
-// Decode: NW stored rows against one x, converting on the fly (one pass over the weights).
+// ---- f32 / f16 / bf16 weight rows: the loaders (LoadF32, LoadF16, LoadBF16) are in simd_avx2.h
+// ---- Decode: NW stored rows against one x, converting on the fly (one pass over the weights).
 template <class L, int NW>
 void gemv_block(const float* x, const uint8_t* w, size_t row_bytes, int64_t cols, float* y) {
   __m256 acc[NW][2];

@@ -182,8 +182,8 @@ void rope_rotate_avx512(float* x, int n_heads, int head_dim, int rot_dim, const 
   }
 }
 
-// ---- weight loaders: 16 stored elements -> f32 (m selects a partial tail) ----
-// Decode: NW stored rows against one x, converting on the fly (one pass over the weights).
+// ---- f32 / f16 / bf16 weight rows: the loaders (LoadF32, LoadF16, LoadBF16) are in simd_avx512.h
+// ---- Decode: NW stored rows against one x, converting on the fly (one pass over the weights).
 template <class L, int NW>
 void gemv_block(const float* x, const uint8_t* w, size_t row_bytes, int64_t cols, float* y) {
   __m512 acc[NW][2];

@@ -39,10 +39,14 @@ void widen(DType dtype, const uint8_t* src, size_t count, float* dst) {
     std::memcpy(dst, src, count * sizeof(float));
     return;
   }
-  for (size_t i = 0; i < count; ++i) {
-    uint16_t h;
-    std::memcpy(&h, src + 2 * i, 2);
-    dst[i] = dtype == DType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
+  // The kernel table's exact widening, as the decode attention reads the same rows.
+  const KernelTable& k = active_kernels();
+  const auto* halves = reinterpret_cast<const uint16_t*>(src);
+  const int64_t n = static_cast<int64_t>(count);
+  if (dtype == DType::kF16) {
+    k.f16_row_to_f32(halves, dst, n);
+  } else {
+    k.bf16_row_to_f32(halves, dst, n);
   }
 }
 
