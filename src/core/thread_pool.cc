@@ -1,5 +1,6 @@
 #include "core/thread_pool.h"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/resource.h>
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
@@ -60,37 +62,65 @@ int configured_spin_us() {
   return us;
 }
 
-// Whether a worker may spin: not while the machine is oversubscribed. A worker that the kernel
-// preempted (involuntary context switches, getrusage RUSAGE_THREAD) kPreemptionsToStopSpinning
-// times within one kSpinCheckPeriod shares its core with another runnable thread (one CPU-bound
-// neighbour preempts it at every scheduler slice, tens of times per period), and its spinning
-// would take time from that thread (often the caller it waits for): it then sleeps at once until a
-// longer kSpinOffPeriod passes with fewer preemptions than that (a worker that sleeps runs less,
-// so it is preempted less: the same count over 5x the time keeps it from flipping back while the
-// load lasts). Background kernel threads and daemons preempt a spinning worker a few times a
-// second on a quiet VM; a threshold of 2 per period tripped on them and made every region pay a
-// futex wake (single-stream decode ran 30 % slower, docs/ARCHITECTURE.md, Threads).
+// Whether a worker may spin: not while the machine is oversubscribed. The signal is the share of
+// time this worker spent runnable but waiting for a core (run_delay in /proc/thread-self/schedstat,
+// nanoseconds): a CPU-bound neighbour on its core makes that about half of the time, and spinning
+// would take time from that thread (often the caller it waits for). At kContendedPercent or more
+// over one kSpinCheckPeriod the worker sleeps at once until a longer kSpinOffPeriod passes below
+// kUncontendedPercent (a worker that sleeps runs less and so waits less: the lower bar over 5x the
+// time keeps it from flipping back while the load lasts). A count of preemptions (getrusage's
+// ru_nivcsw, still the fallback where schedstat is missing) cannot tell that neighbour from short
+// wake-ups: a server's HTTP threads, waking once per streamed token, preempted a worker ~20 times
+// a second for microseconds each and kept it asleep, so nearly every region paid a futex wake
+// (docs/ARCHITECTURE.md, Threads).
 constexpr auto kSpinCheckPeriod = std::chrono::milliseconds(200);
 constexpr auto kSpinOffPeriod = std::chrono::milliseconds(1000);
+constexpr int64_t kContendedPercent = 10;
+constexpr int64_t kUncontendedPercent = 5;
+// Fallback (no schedstat): involuntary context switches per period.
 constexpr long kPreemptionsToStopSpinning = 10;
 
 class SpinGate {
  public:
+  SpinGate() : schedstat_fd_(::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC)) {
+    if (schedstat_fd_ >= 0 && pool_detail::thread_run_delay_ns(schedstat_fd_) < 0) {
+      ::close(schedstat_fd_);
+      schedstat_fd_ = -1;
+    }
+  }
+  ~SpinGate() {
+    if (schedstat_fd_ >= 0) ::close(schedstat_fd_);
+  }
+  SpinGate(const SpinGate&) = delete;
+  SpinGate& operator=(const SpinGate&) = delete;
+
   bool spin_allowed(Clock::time_point now) {
     if (now >= next_check_) {
-      rusage ru{};
-      if (::getrusage(RUSAGE_THREAD, &ru) == 0) {
-        const long preemptions = ru.ru_nivcsw - last_preemptions_;
-        allowed_ = preemptions < kPreemptionsToStopSpinning;
-        last_preemptions_ = ru.ru_nivcsw;
+      if (schedstat_fd_ >= 0) {
+        const int64_t delay = pool_detail::thread_run_delay_ns(schedstat_fd_);
+        const int64_t elapsed =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_check_).count();
+        if (delay >= 0 && last_delay_ >= 0) {
+          allowed_ = pool_detail::spin_allowed_after(allowed_, delay - last_delay_, elapsed);
+        }
+        last_delay_ = delay;
+      } else {
+        rusage ru{};
+        if (::getrusage(RUSAGE_THREAD, &ru) == 0) {
+          allowed_ = ru.ru_nivcsw - last_preemptions_ < kPreemptionsToStopSpinning;
+          last_preemptions_ = ru.ru_nivcsw;
+        }
       }
+      last_check_ = now;
       next_check_ = now + (allowed_ ? kSpinCheckPeriod : kSpinOffPeriod);
     }
     return allowed_;
   }
 
  private:
-  Clock::time_point next_check_{};
+  int schedstat_fd_;
+  Clock::time_point next_check_{}, last_check_{};
+  int64_t last_delay_ = -1;
   long last_preemptions_ = 0;
   bool allowed_ = true;
 };
@@ -319,7 +349,7 @@ Expected<int> pool_spin_us_from_env() {
 std::string pool_wait_description() {
   const int us = configured_spin_us();
   return "pool spin=" + std::to_string(us) + "us" +
-         (us == 0 ? " (sleep at once)" : ", none while preempted");
+         (us == 0 ? " (sleep at once)" : ", none while contended");
 }
 
 namespace pool_detail {
@@ -343,6 +373,27 @@ void run(int64_t n, ParallelOptions o, RangeFn fn, void* ctx) {
   }
   pool_with_workers(num_threads() - 1)
       .run(n, grain, static_cast<uint32_t>(n_chunks), threads, fn, ctx);
+}
+
+bool spin_allowed_after(bool allowed_before, int64_t waited_ns, int64_t elapsed_ns) {
+  if (elapsed_ns <= 0) return allowed_before;
+  const int64_t percent = waited_ns * 100 / elapsed_ns;
+  return percent < (allowed_before ? kContendedPercent : kUncontendedPercent);
+}
+
+int64_t thread_run_delay_ns(int fd) {
+  const bool own = fd < 0;
+  if (own) fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[96];  // "run_ns run_delay_ns timeslices\n"
+  const ssize_t got = ::pread(fd, buf, sizeof(buf), 0);
+  if (own) ::close(fd);
+  if (got <= 0) return -1;
+  const char* end = buf + got;
+  const char* space = std::find(static_cast<const char*>(buf), end, ' ');
+  int64_t delay = -1;
+  if (space == end || std::from_chars(space + 1, end, delay).ec != std::errc()) return -1;
+  return delay;
 }
 
 }  // namespace pool_detail

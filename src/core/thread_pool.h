@@ -55,6 +55,14 @@ struct ParallelOptions {
 namespace pool_detail {
 using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
 void run(int64_t n, ParallelOptions o, RangeFn fn, void* ctx);
+// The idle workers' spin guard (docs/ARCHITECTURE.md, Threads): whether a worker may spin after a
+// check period in which it waited `waited_ns` of `elapsed_ns` for a core, given whether it could
+// before (stop at >= 10 %, resume below 5 %).
+bool spin_allowed_after(bool allowed_before, int64_t waited_ns, int64_t elapsed_ns);
+// The calling thread's time spent runnable but not running, in ns, from
+// /proc/thread-self/schedstat (open, or -1 to open it now); -1 when the kernel does not provide
+// it. `fd` is kept open by a caller that reads it repeatedly.
+int64_t thread_run_delay_ns(int fd);
 }  // namespace pool_detail
 
 // Calls body(begin, end) on disjoint ranges that cover [0, n) exactly once, on the calling thread

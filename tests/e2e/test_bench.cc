@@ -215,8 +215,8 @@ TEST(Bench, PoolWaitIsReportedAndItsSettingChecked) {
     return nlohmann::json::parse(r.out)[0]["pool_wait"].get<std::string>();
   };
   EXPECT_EQ(wait_of("env -u FASTKV_POOL_SPIN_US"),
-            "pool spin=" + std::to_string(fkv::kDefaultPoolSpinUs) + "us, none while preempted");
-  EXPECT_EQ(wait_of("env FASTKV_POOL_SPIN_US=250"), "pool spin=250us, none while preempted");
+            "pool spin=" + std::to_string(fkv::kDefaultPoolSpinUs) + "us, none while contended");
+  EXPECT_EQ(wait_of("env FASTKV_POOL_SPIN_US=250"), "pool spin=250us, none while contended");
   EXPECT_EQ(wait_of("env FASTKV_POOL_SPIN_US=0"), "pool spin=0us (sleep at once)");
   for (const char* bad : {"abc", "-1", "2000000", ""}) {
     CliRun r = run(args, std::string("env FASTKV_POOL_SPIN_US=") + bad);

@@ -2,7 +2,9 @@
 // shutdown. No timing: speed lives in `fastkv bench`.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <set>
@@ -210,6 +212,51 @@ TEST(ThreadPool, WaitDescriptionNamesTheSpin) {
   ASSERT_TRUE(spin.has_value()) << spin.error();
   EXPECT_NE(fkv::pool_wait_description().find("pool spin=" + std::to_string(spin.value()) + "us"),
             std::string::npos);
+}
+
+// The spin guard's rule: stop spinning at 10 % of a period spent waiting for a core, resume below
+// 5 % (the hysteresis keeps a sleeping worker, which waits less, from flipping back at once).
+TEST(ThreadPool, SpinGuardThresholds) {
+  using fkv::pool_detail::spin_allowed_after;
+  const int64_t period = 200'000'000;  // ns
+  EXPECT_TRUE(spin_allowed_after(true, 0, period));
+  EXPECT_TRUE(spin_allowed_after(true, period / 100 * 9, period));  // 9 %: short wake-ups
+  EXPECT_FALSE(spin_allowed_after(true, period / 10, period));      // 10 %
+  EXPECT_FALSE(spin_allowed_after(true, period / 2, period));       // a CPU-bound neighbour
+  EXPECT_FALSE(spin_allowed_after(false, period / 100 * 6, period));
+  EXPECT_TRUE(spin_allowed_after(false, period / 100 * 4, period));
+  EXPECT_TRUE(spin_allowed_after(true, 5, 0));  // no time elapsed: unchanged
+  EXPECT_FALSE(spin_allowed_after(false, 0, 0));
+}
+
+// The signal itself: each thread's run delay is readable and, with more spinning threads than
+// cores, some thread waited for one. Skipped where the kernel has no schedstat (the guard then
+// counts preemptions).
+TEST(ThreadPool, RunDelayGrowsWhenThreadsShareACore) {
+  if (fkv::pool_detail::thread_run_delay_ns(-1) < 0)
+    GTEST_SKIP() << "no /proc/thread-self/schedstat";
+  const int n = fkv::default_num_threads() + 1;
+  std::vector<int64_t> before(n, -1), after(n, -1);
+  std::vector<std::thread> spinners;
+  std::atomic<int> ready{0};
+  for (int i = 0; i < n; ++i) {
+    spinners.emplace_back([&, i] {
+      before[i] = fkv::pool_detail::thread_run_delay_ns(-1);
+      ready.fetch_add(1);
+      const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+      while (std::chrono::steady_clock::now() < end) {
+      }
+      after[i] = fkv::pool_detail::thread_run_delay_ns(-1);
+    });
+  }
+  for (std::thread& t : spinners) t.join();
+  int64_t most = 0;
+  for (int i = 0; i < n; ++i) {
+    ASSERT_GE(before[i], 0);
+    ASSERT_GE(after[i], before[i]);
+    most = std::max(most, after[i] - before[i]);
+  }
+  EXPECT_GT(most, 0);
 }
 
 }  // namespace

@@ -168,8 +168,9 @@ def section_pool(d):
     if not cells:
         return text + missing("pool")
     text += ("Idle workers spin `FASTKV_POOL_SPIN_US` microseconds after their last chunk, then "
-             "sleep on a futex (100 = the default; 0 = sleep at once); a worker preempted 10 times "
-             "within 200 ms stops spinning until a second passes with fewer than 10 preemptions. "
+             "sleep on a futex (100 = the default; 0 = sleep at once); a worker that waited for a core "
+             "10 % of a 200 ms period or more (schedstat run delay) stops spinning until a second "
+             "passes below 5 %. "
              "Busy core: one `yes > /dev/null` running. Target (issue 7): busy >= 0.5x idle, idle >= OpenMP's active wait.\n\n"
              "| spin us | idle: decode tok/s | one core busy: decode tok/s | busy / idle |\n"
              "|---:|---:|---:|---:|\n")
