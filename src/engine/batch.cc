@@ -87,9 +87,9 @@ Status decode_batch(std::span<const BatchItem> items) {
   for (int il = 0; il < c.n_layers; ++il) {
     const LayerWeights& L = model.layer(il);
     rms_norm_rows(S.x.data(), B, d, L.attn_norm, c.rms_eps, S.xn.data());
-    matmul_rows(S.xn.data(), B, d, L.wq, S.q.data(), q_dim);
-    matmul_rows(S.xn.data(), B, d, L.wk, S.k.data(), kv_dim);
-    matmul_rows(S.xn.data(), B, d, L.wv, S.v.data(), kv_dim);
+    const MatmulOut qkv[] = {
+        {&L.wq, S.q.data(), q_dim}, {&L.wk, S.k.data(), kv_dim}, {&L.wv, S.v.data(), kv_dim}};
+    matmul_rows_shared_x(S.xn.data(), B, d, qkv);
     for (int b = 0; b < B; ++b) {
       // The per-row part of SeqImpl::qkv (biases, Qwen3 q/k norms, RoPE at this row's position).
       seq[b]->finish_qkv_row(L, S.q.data() + b * q_dim, S.k.data() + b * kv_dim,
@@ -111,8 +111,9 @@ Status decode_batch(std::span<const BatchItem> items) {
     matmul_rows(S.att.data(), B, q_dim, L.wo, S.proj.data(), d);
     for (int b = 0; b < B; ++b) add_inplace(S.x.data() + b * d, S.proj.data() + b * d, d);
     rms_norm_rows(S.x.data(), B, d, L.ffn_norm, c.rms_eps, S.xn.data());
-    matmul_rows(S.xn.data(), B, d, L.w_gate, S.gate.data(), c.d_ff);
-    matmul_rows(S.xn.data(), B, d, L.w_up, S.up.data(), c.d_ff);
+    const MatmulOut gate_up[] = {{&L.w_gate, S.gate.data(), c.d_ff},
+                                 {&L.w_up, S.up.data(), c.d_ff}};
+    matmul_rows_shared_x(S.xn.data(), B, d, gate_up);
     for (int b = 0; b < B; ++b) {
       silu_mul(S.gate.data() + static_cast<int64_t>(b) * c.d_ff,
                S.up.data() + static_cast<int64_t>(b) * c.d_ff, c.d_ff);

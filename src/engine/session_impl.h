@@ -164,9 +164,8 @@ struct Session::Impl {
     float* q0 = q.data() + r0 * q_dim;
     float* k0 = k.data() + r0 * kv_dim;
     float* v0 = v.data() + r0 * kv_dim;
-    matmul(xin, n, c.d_model, L.wq, q0, q_dim);
-    matmul(xin, n, c.d_model, L.wk, k0, kv_dim);
-    matmul(xin, n, c.d_model, L.wv, v0, kv_dim);
+    const MatmulOut qkv[] = {{&L.wq, q0, q_dim}, {&L.wk, k0, kv_dim}, {&L.wv, v0, kv_dim}};
+    matmul_shared_x(xin, n, c.d_model, qkv);
     parallel_for(n,
                  [&](int64_t r) {
                    finish_qkv_row(L, q0 + r * q_dim, k0 + r * kv_dim, v0 + r * kv_dim, pos[r]);
@@ -191,8 +190,8 @@ struct Session::Impl {
     rms_norm_rows(xr, n, d, L.ffn_norm, c.rms_eps, xn.data());
     gate.resize(static_cast<size_t>(n) * c.d_ff);
     up.resize(static_cast<size_t>(n) * c.d_ff);
-    matmul(xn.data(), n, d, L.w_gate, gate.data(), c.d_ff);
-    matmul(xn.data(), n, d, L.w_up, up.data(), c.d_ff);
+    const MatmulOut gate_up[] = {{&L.w_gate, gate.data(), c.d_ff}, {&L.w_up, up.data(), c.d_ff}};
+    matmul_shared_x(xn.data(), n, d, gate_up);
     silu_mul(gate.data(), up.data(), static_cast<int64_t>(n) * c.d_ff);
     matmul(gate.data(), n, c.d_ff, L.w_down, proj.data(), d);
     add_inplace(xr, proj.data(), static_cast<int64_t>(n) * d);

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "core/check.h"
@@ -299,27 +300,36 @@ void pack_x_bf16_panels(const KernelTable& k, const float* x, int64_t n, int64_t
 }
 
 // The quantised-dot route: x rows quantised once (shared read-only by the workers), then tiles of
-// `qtile` output rows. Each row is independent, so splitting them over threads does not change
-// the bytes.
+// `qtile` output rows of every output in one parallel region. Each row is independent, so
+// splitting them over threads does not change the bytes, and neither does sharing the region:
+// each tile is the same kernel call on the same quantised x as alone.
 static void matmul_qdot(QDotFn qdot, int64_t qtile, const float* x, int64_t n, int64_t x_stride,
-                        const WeightMatrix& w, float* y, int64_t y_stride, int64_t threads) {
-  const size_t xq_stride = vec_dot_row_bytes(w.dtype, w.cols);
+                        DType dtype, int64_t cols, std::span<const MatmulOut> outs,
+                        int64_t threads) {
+  const size_t xq_stride = vec_dot_row_bytes(dtype, cols);
   uint8_t* xq = xquant_scratch(xq_stride * static_cast<size_t>(n));
   auto quantize = [&](int64_t i) {
-    quantize_row_for_dot(w.dtype, x + i * x_stride, xq + static_cast<size_t>(i) * xq_stride,
-                         w.cols);
+    quantize_row_for_dot(dtype, x + i * x_stride, xq + static_cast<size_t>(i) * xq_stride, cols);
   };
-  const int64_t qtiles = (w.rows + qtile - 1) / qtile;
+  // Tile t of the region: output `o` of the first tile index at or below t.
+  std::vector<int64_t> first_tile(outs.size() + 1, 0);  // [outs + 1]
+  for (size_t o = 0; o < outs.size(); ++o) {
+    first_tile[o + 1] = first_tile[o] + (outs[o].w->rows + qtile - 1) / qtile;
+  }
+  const int64_t qtiles = first_tile.back();
   const int64_t qthreads = std::min(threads, qtiles);
   auto run_qtile = [&](int64_t t) {
-    const int64_t r0 = t * qtile;
-    qdot(w.row(r0), w.row_bytes, std::min(qtile, w.rows - r0), xq, xq_stride, n, w.cols, y + r0,
-         y_stride);
+    const size_t o = static_cast<size_t>(std::upper_bound(first_tile.begin(), first_tile.end(), t) -
+                                         first_tile.begin() - 1);
+    const WeightMatrix& w = *outs[o].w;
+    const int64_t r0 = (t - first_tile[o]) * qtile;
+    qdot(w.row(r0), w.row_bytes, std::min(qtile, w.rows - r0), xq, xq_stride, n, cols,
+         outs[o].y + r0, outs[o].y_stride);
   };
   if (qthreads > 1) {
     const int nt = static_cast<int>(qthreads);
     // A few rows quantise faster than a region starts (decode: one row).
-    if (n * w.cols < kMinParallelQuantize) {
+    if (n * cols < kMinParallelQuantize) {
       for (int64_t i = 0; i < n; ++i) quantize(i);
     } else {
       parallel_for(n, quantize, {.max_threads = nt});
@@ -331,15 +341,31 @@ static void matmul_qdot(QDotFn qdot, int64_t qtile, const float* x, int64_t n, i
   for (int64_t t = 0; t < qtiles; ++t) run_qtile(t);
 }
 
+static void matmul_qdot(QDotFn qdot, int64_t qtile, const float* x, int64_t n, int64_t x_stride,
+                        const WeightMatrix& w, float* y, int64_t y_stride, int64_t threads) {
+  const MatmulOut out{&w, y, y_stride};
+  matmul_qdot(qdot, qtile, x, n, x_stride, w.dtype, w.cols, {&out, 1}, threads);
+}
+
 // x16 weights: always the 16-row dot (the scalar twin under the scalar table), whatever n; its
-// bits do not depend on n, the tile or the thread count, so matmul and matmul_rows share it.
+// bits do not depend on n, the tile or the thread count, so matmul and matmul_rows share it, and
+// several x16 outputs of one x (same type and width) may share its quantisation and one region.
+static void matmul_repacked(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
+                            std::span<const MatmulOut> outs) {
+  const DType t = outs[0].w->dtype;
+  const QDotFn qdot =
+      &k == &scalar_kernel_table() ? x16_dot_fn(t, QDotIsa::kScalar) : x16_best_dot(t);
+  const int64_t qtile = n >= kSmallN ? kQDotPrefillTileRows : kRepackedDecodeTileRows;
+  int64_t macs = 0;
+  for (const MatmulOut& o : outs) macs += n * o.w->rows * o.w->cols;
+  const int64_t threads = macs < kMinParallelMacs ? 1 : num_threads();
+  matmul_qdot(qdot, qtile, x, n, x_stride, t, outs[0].w->cols, outs, threads);
+}
+
 static void matmul_repacked(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
                             const WeightMatrix& w, float* y, int64_t y_stride) {
-  const QDotFn qdot =
-      &k == &scalar_kernel_table() ? x16_dot_fn(w.dtype, QDotIsa::kScalar) : x16_best_dot(w.dtype);
-  const int64_t qtile = n >= kSmallN ? kQDotPrefillTileRows : kRepackedDecodeTileRows;
-  const int64_t threads = n * w.rows * w.cols < kMinParallelMacs ? 1 : num_threads();
-  matmul_qdot(qdot, qtile, x, n, x_stride, w, y, y_stride, threads);
+  const MatmulOut out{&w, y, y_stride};
+  matmul_repacked(k, x, n, x_stride, {&out, 1});
 }
 
 void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
@@ -475,6 +501,47 @@ void matmul_rows_with(const KernelTable& k, const float* x, int64_t n, int64_t x
 void matmul_rows(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
                  int64_t y_stride) {
   matmul_rows_with(active_kernels(), x, n, x_stride, w, y, y_stride);
+}
+
+// Both shared-x forms: one region over x16 outputs of one type and width (where matmul and
+// matmul_rows are the same call), else each output by its own call.
+static void shared_x(const float* x, int64_t n, int64_t x_stride, std::span<const MatmulOut> outs,
+                     bool rows) {
+  const KernelTable& k = active_kernels();
+  bool fused = n >= 1 && !outs.empty();
+  for (const MatmulOut& o : outs) {
+    FKV_CHECK(o.w != nullptr && o.y != nullptr, "matmul shared x: an output without weight or y");
+    fused = fused && o.w->layout == WeightLayout::kX16 && o.w->dtype == outs[0].w->dtype &&
+            o.w->cols == outs[0].w->cols && o.w->rows > 0;
+  }
+  if (!fused) {
+    for (const MatmulOut& o : outs) {
+      if (rows) {
+        matmul_rows_with(k, x, n, x_stride, *o.w, o.y, o.y_stride);
+      } else {
+        matmul_with(k, x, n, x_stride, *o.w, o.y, o.y_stride);
+      }
+    }
+    return;
+  }
+  for (const MatmulOut& o : outs) {
+    check_weight(*o.w);
+    FKV_CHECK(n <= 1 || (x_stride >= o.w->cols && o.y_stride >= o.w->rows),
+              "matmul '%s' (shared x): n %lld, x_stride %lld, y_stride %lld for [%lld, %lld]",
+              o.w->name.c_str(), static_cast<long long>(n), static_cast<long long>(x_stride),
+              static_cast<long long>(o.y_stride), static_cast<long long>(o.w->rows),
+              static_cast<long long>(o.w->cols));
+  }
+  matmul_repacked(k, x, n, x_stride, outs);
+}
+
+void matmul_shared_x(const float* x, int64_t n, int64_t x_stride, std::span<const MatmulOut> outs) {
+  shared_x(x, n, x_stride, outs, false);
+}
+
+void matmul_rows_shared_x(const float* x, int64_t n, int64_t x_stride,
+                          std::span<const MatmulOut> outs) {
+  shared_x(x, n, x_stride, outs, true);
 }
 
 bool x16_layout_fits(const WeightMatrix& w) {

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "core/dtype.h"
@@ -48,6 +49,22 @@ void matmul(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, 
 // weight rows is loaded once and used for all n x rows while it is in cache.
 void matmul_rows(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,
                  int64_t y_stride);
+
+// One output of matmul_rows_shared_x: y [n, w->rows] with row stride y_stride.
+struct MatmulOut {
+  const WeightMatrix* w;
+  float* y;
+  int64_t y_stride;
+};
+
+// matmul(x, n, x_stride, *o.w, o.y, o.y_stride) for every output o, the same bits. Where all are
+// x16 weights of one type and width (a layer's q / k / v, or gate / up), x is quantised once and
+// all their tiles run in one parallel region: a decode step ran 8 regions per layer, each ending
+// in a wait for the slowest thread.
+void matmul_shared_x(const float* x, int64_t n, int64_t x_stride, std::span<const MatmulOut> outs);
+// The same for matmul_rows (batched decode).
+void matmul_rows_shared_x(const float* x, int64_t n, int64_t x_stride,
+                          std::span<const MatmulOut> outs);
 
 // Scalar twin of matmul: the oracle for the optimised kernels' tests.
 void matmul_scalar(const float* x, int64_t n, int64_t x_stride, const WeightMatrix& w, float* y,

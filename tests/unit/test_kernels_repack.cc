@@ -229,5 +229,74 @@ TEST(Repack, MatmulOnRepackedWeights) {
   }
 }
 
+// matmul_shared_x / matmul_rows_shared_x: several outputs of one x (x16 of one type and width: one
+// region over all their tiles; anything else: one call each) give each output the bits of its own
+// matmul / matmul_rows call, for decode and prefill tile sizes and 1 or 2 threads.
+TEST(Repack, SharedXEqualsOneCallPerOutput) {
+  std::mt19937 rng(23);
+  const int64_t cols = 96;
+  struct Weight {
+    std::vector<uint8_t> bytes;
+    WeightMatrix w;
+  };
+  auto make = [&](DType t, int64_t rows, bool repacked) {
+    Weight m;
+    m.bytes = test::random_weight_bytes(rng, t, rows, cols);
+    if (repacked) repack_x16(t, m.bytes.data(), m.bytes.data(), rows, cols);
+    m.w.dtype = t;
+    m.w.layout = repacked ? WeightLayout::kX16 : WeightLayout::kRows;
+    m.w.rows = rows;
+    m.w.cols = cols;
+    m.w.row_bytes = dtype_row_bytes(t, cols);
+    m.w.name = "w" + std::to_string(rows);
+    return m;
+  };
+  for (DType t : kX16Types) {
+    std::vector<Weight> ws;
+    ws.push_back(make(t, 112, true));  // 7 groups: partial tiles at both tile sizes
+    ws.push_back(make(t, 48, true));
+    ws.push_back(make(t, 32, true));
+    ws.push_back(make(t, 32, false));  // row layout: the mixed list falls back
+    for (Weight& m : ws) m.w.data = m.bytes.data();
+    for (const bool mixed : {false, true}) {
+      const size_t count = mixed ? 4 : 3;
+      for (int64_t n : {1, 3, 8, 12}) {
+        for (int threads : {1, 2}) {
+          SCOPED_TRACE(testing::Message() << dtype_name(t) << " n=" << n << " mixed=" << mixed
+                                          << " threads=" << threads);
+          const int64_t x_stride = cols + 5;
+          const auto x = random_floats(rng, static_cast<size_t>(n * x_stride));
+          for (const bool rows_form : {false, true}) {
+            std::vector<std::vector<float>> got(count), want(count);
+            std::vector<MatmulOut> outs;
+            for (size_t o = 0; o < count; ++o) {
+              const int64_t y_stride = ws[o].w.rows + 3;
+              got[o].assign(static_cast<size_t>(n * y_stride), -3.0f);
+              want[o] = got[o];
+              outs.push_back({&ws[o].w, got[o].data(), y_stride});
+            }
+            set_num_threads(threads);
+            if (rows_form) {
+              matmul_rows_shared_x(x.data(), n, x_stride, outs);
+            } else {
+              matmul_shared_x(x.data(), n, x_stride, outs);
+            }
+            for (size_t o = 0; o < count; ++o) {
+              if (rows_form) {
+                matmul_rows(x.data(), n, x_stride, ws[o].w, want[o].data(), outs[o].y_stride);
+              } else {
+                matmul(x.data(), n, x_stride, ws[o].w, want[o].data(), outs[o].y_stride);
+              }
+              EXPECT_EQ(0, std::memcmp(got[o].data(), want[o].data(), got[o].size() * 4))
+                  << "output " << o << (rows_form ? " (rows)" : "");
+            }
+            set_num_threads(0);
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fkv
