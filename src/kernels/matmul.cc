@@ -9,6 +9,7 @@
 #include "kernels/matmul.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -44,6 +45,8 @@ static_assert(kQDotPrefillTileRows % kRepackRows == 0 && kRepackedDecodeTileRows
 // 16-row panel, docs/KERNELS.md). A row's bits thus depend only on its position within its panel's
 // fill, so prefill chunks of whole panels give the bits of one chunk.
 constexpr int64_t kBf16DotPanelMinN = 8;
+// Outputs one shared-x region takes at most (a layer has 3: q / k / v); more go one call each.
+constexpr size_t kMaxSharedXOutputs = 8;
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kMinParallelMacs = int64_t{1} << 16;
 // Below this many x elements the calling thread quantises x alone.
@@ -311,15 +314,18 @@ static void matmul_qdot(QDotFn qdot, int64_t qtile, const float* x, int64_t n, i
   auto quantize = [&](int64_t i) {
     quantize_row_for_dot(dtype, x + i * x_stride, xq + static_cast<size_t>(i) * xq_stride, cols);
   };
-  // Tile t of the region: output `o` of the first tile index at or below t.
-  std::vector<int64_t> first_tile(outs.size() + 1, 0);  // [outs + 1]
+  // Tile t of the region belongs to the last output whose first tile index is <= t.
+  FKV_CHECK(!outs.empty() && outs.size() <= kMaxSharedXOutputs, "matmul: %zu outputs of one x",
+            outs.size());
+  std::array<int64_t, kMaxSharedXOutputs + 1> first_tile{};  // [outs + 1], on the stack
   for (size_t o = 0; o < outs.size(); ++o) {
     first_tile[o + 1] = first_tile[o] + (outs[o].w->rows + qtile - 1) / qtile;
   }
-  const int64_t qtiles = first_tile.back();
+  const auto tiles_end = first_tile.begin() + outs.size() + 1;
+  const int64_t qtiles = first_tile[outs.size()];
   const int64_t qthreads = std::min(threads, qtiles);
   auto run_qtile = [&](int64_t t) {
-    const size_t o = static_cast<size_t>(std::upper_bound(first_tile.begin(), first_tile.end(), t) -
+    const size_t o = static_cast<size_t>(std::upper_bound(first_tile.begin(), tiles_end, t) -
                                          first_tile.begin() - 1);
     const WeightMatrix& w = *outs[o].w;
     const int64_t r0 = (t - first_tile[o]) * qtile;
@@ -514,7 +520,7 @@ static void shared_x(const float* x, int64_t n, int64_t x_stride, std::span<cons
     fused = fused && o.w->layout == WeightLayout::kX16 && o.w->dtype == outs[0].w->dtype &&
             o.w->cols == outs[0].w->cols && o.w->rows > 0;
   }
-  if (!fused) {
+  if (!fused || outs.size() > kMaxSharedXOutputs) {
     for (const MatmulOut& o : outs) {
       if (rows) {
         matmul_rows_with(k, x, n, x_stride, *o.w, o.y, o.y_stride);

@@ -15,6 +15,9 @@ Two experiments, one run, figures for docs/SERVING.md:
      token): includes the decode steps slowed by the other streams' prefill pieces.
    With --llama-server PATH the same requests go to llama.cpp's server (-np C slots, same threads,
    same GGUF; fullkv only: it has no KV compression).
+   --rounds N measures every row N times, the rows alternating within each round, and reports
+   per row the median rate and the median of its per-round ratio to the fewest-streams row: on a
+   shared VM a slow phase then lands on all rows of a round instead of on one side of a ratio.
 
 2. Admission by KV memory: at a fixed --kv-memory, --conversations streaming requests of
    --conv-tokens prompt tokens each arrive at once (ignore_eos, --conv-decode tokens). Reported:
@@ -237,35 +240,64 @@ def metrics(port):
 
 
 def throughput(args, results):
+    """Every (server, method, streams) once per round; rounds alternate them all, so that a slow
+    phase of a shared machine lands on all of them instead of on one row of a ratio."""
     n_max = max(args.concurrency)
     prompts = [prompt_ids(args.fastkv, args.model, args.prompt_tokens, 1000 + i)
                for i in range(n_max)]
-    for method in args.methods:
-        for c in args.concurrency:
-            log(f"[throughput] fastkv serve {method} x{c}")
-            srv = start_fastkv(args, method, parallel=c, kv_memory="0")
-            try:
-                run_concurrent(srv.port, prompts[:1], 4)  # warm-up (page in the weights)
-                r = run_concurrent(srv.port, prompts[:c], args.decode_tokens)
-            finally:
-                srv.stop()
-            r.update({"server": "fastkv", "method": method})
-            results["throughput"].append(r)
-            log(f"    ttft median {r['ttft_median_s']:.2f} s, aggregate decode "
-                f"{r['aggregate_decode_tok_s']:.1f} tok/s")
-    if args.llama_server:
-        for c in args.concurrency:
-            log(f"[throughput] llama-server x{c}")
-            srv = start_llama(args, c, args.prompt_tokens + args.decode_tokens + 16)
-            try:
-                run_concurrent(srv.port, prompts[:1], 4)
-                r = run_concurrent(srv.port, prompts[:c], args.decode_tokens)
-            finally:
-                srv.stop()
-            r.update({"server": "llama-server", "method": "fullkv"})
-            results["throughput"].append(r)
-            log(f"    ttft median {r['ttft_median_s']:.2f} s, aggregate decode "
-                f"{r['aggregate_decode_tok_s']:.1f} tok/s")
+    for rnd in range(args.rounds):
+        tag = f" (round {rnd + 1}/{args.rounds})" if args.rounds > 1 else ""
+        for method in args.methods:
+            for c in args.concurrency:
+                log(f"[throughput] fastkv serve {method} x{c}{tag}")
+                srv = start_fastkv(args, method, parallel=c, kv_memory="0")
+                try:
+                    run_concurrent(srv.port, prompts[:1], 4)  # warm-up (page in the weights)
+                    r = run_concurrent(srv.port, prompts[:c], args.decode_tokens)
+                finally:
+                    srv.stop()
+                r.update({"server": "fastkv", "method": method, "round": rnd})
+                results["throughput"].append(r)
+                log(f"    ttft median {r['ttft_median_s']:.2f} s, aggregate decode "
+                    f"{r['aggregate_decode_tok_s']:.1f} tok/s")
+        if args.llama_server:
+            for c in args.concurrency:
+                log(f"[throughput] llama-server x{c}{tag}")
+                srv = start_llama(args, c, args.prompt_tokens + args.decode_tokens + 16)
+                try:
+                    run_concurrent(srv.port, prompts[:1], 4)
+                    r = run_concurrent(srv.port, prompts[:c], args.decode_tokens)
+                finally:
+                    srv.stop()
+                r.update({"server": "llama-server", "method": "fullkv", "round": rnd})
+                results["throughput"].append(r)
+                log(f"    ttft median {r['ttft_median_s']:.2f} s, aggregate decode "
+                    f"{r['aggregate_decode_tok_s']:.1f} tok/s")
+    results["summary"] = summarize(results["throughput"], min(args.concurrency))
+
+
+def summarize(rows, base_streams):
+    """Per (server, method, streams): the median over rounds of the aggregate rate and TTFT, and
+    the median over rounds of the ratio to the same round's `base_streams` row."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["server"], r["method"], r["streams"]), []).append(r)
+    out = []
+    for (server, method, streams), rs in groups.items():
+        base = {b["round"]: b["aggregate_decode_tok_s"]
+                for b in groups.get((server, method, base_streams), [])}
+        ratios = [r["aggregate_decode_tok_s"] / base[r["round"]] for r in rs
+                  if base.get(r["round"])]
+        out.append({"server": server, "method": method, "streams": streams,
+                    "rounds": len(rs),
+                    "aggregate_decode_tok_s": [r["aggregate_decode_tok_s"] for r in rs],
+                    "aggregate_decode_tok_s_median":
+                        statistics.median(r["aggregate_decode_tok_s"] for r in rs),
+                    "ttft_median_s_median": statistics.median(r["ttft_median_s"] for r in rs),
+                    "ttft_max_s_median": statistics.median(r["ttft_max_s"] for r in rs),
+                    f"vs_{base_streams}_stream_median": statistics.median(ratios) if ratios
+                    else None})
+    return out
 
 
 def admission(args, results):
@@ -319,13 +351,25 @@ def admission(args, results):
 
 
 def table(results):
+    rounds = max((r.get("rounds", 1) for r in results.get("summary", [])), default=1)
+    base = min((r["streams"] for r in results["throughput"]), default=1)
     lines = ["| server | method | streams | TTFT median (s) | TTFT max (s) | "
-             "aggregate decode tok/s (all streams decoding) | overall decode tok/s |",
+             "aggregate decode tok/s (all streams decoding) | "
+             f"vs {base} stream{'s' if base != 1 else ''} |",
              "|---|---|---|---|---|---|---|"]
-    for r in results["throughput"]:
+    if rounds > 1:
+        lines[0] = lines[0].replace("TTFT median (s) | TTFT max (s) | aggregate decode tok/s",
+                                    "TTFT median (s), median of rounds | TTFT max (s), median | "
+                                    "aggregate decode tok/s, median of rounds")
+        lines[0] = lines[0].replace(f"vs {base} stream", f"vs {base} stream, median of per-round")
+    for r in results.get("summary", []):
+        ratio = r.get(f"vs_{base}_stream_median")
+        each = " / ".join(f"{v:.1f}" for v in r["aggregate_decode_tok_s"])
         lines.append(f"| {r['server']} | {r['method']} | {r['streams']} | "
-                     f"{r['ttft_median_s']:.3f} | {r['ttft_max_s']:.3f} | "
-                     f"{r['aggregate_decode_tok_s']:.1f} | {r['overall_decode_tok_s']:.1f} |")
+                     f"{r['ttft_median_s_median']:.2f} | {r['ttft_max_s_median']:.2f} | "
+                     f"{r['aggregate_decode_tok_s_median']:.1f}"
+                     + (f" ({each})" if r["rounds"] > 1 else "") + " | "
+                     + (f"{ratio:.2f}x" if ratio is not None else "-") + " |")
     if results["admission"]:
         lines += ["", "| method | --kv-memory | peak admitted | capacity | reserved per conversation |",
                   "|---|---|---|---|---|"]
@@ -356,6 +400,9 @@ def main():
                     help="tokens each conversation decodes: long enough that the first ones are "
                          "still running when the last are prefilled")
     ap.add_argument("--llama-server", default="", help="path to llama.cpp's llama-server binary")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="times to measure every throughput row, alternating them (medians and "
+                         "per-round ratios are reported)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes to check the script works (not figures)")
     ap.add_argument("--out", default="", help="write the results as JSON here")
@@ -365,6 +412,8 @@ def main():
         args.concurrency = "1,4"
         args.conversations, args.conv_tokens, args.conv_decode = 6, 512, 64
         args.kv_memory = "64M"
+    if args.rounds < 1:
+        ap.error(f"--rounds {args.rounds}: must be at least 1")
     args.methods = [m for m in args.methods.split(",") if m]
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     if args.out and not os.access(os.path.dirname(os.path.abspath(args.out)), os.W_OK):
@@ -375,7 +424,8 @@ def main():
         known = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf"}
         args.model_path = os.path.join(cache, known.get(args.model, args.model))
     results = {"model": args.model, "threads": args.threads, "prompt_tokens": args.prompt_tokens,
-               "decode_tokens": args.decode_tokens, "throughput": [], "admission": [],
+               "decode_tokens": args.decode_tokens, "rounds": args.rounds, "throughput": [],
+               "admission": [],
                "smoke": args.smoke, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     t0 = time.time()
     throughput(args, results)
