@@ -206,6 +206,17 @@ void check_weight(const WeightMatrix& w) {
             dtype_name(w.dtype), static_cast<long long>(w.rows), static_cast<long long>(w.cols));
 }
 
+// check_weight plus the call's shape: n >= 0 rows, and for several rows strides that hold a row.
+void check_call(const char* op, const WeightMatrix& w, int64_t n, int64_t x_stride,
+                int64_t y_stride) {
+  check_weight(w);
+  FKV_CHECK(n >= 0 && (n <= 1 || (x_stride >= w.cols && y_stride >= w.rows)),
+            "%s '%s': n %lld, x_stride %lld, y_stride %lld for [%lld, %lld]", op, w.name.c_str(),
+            static_cast<long long>(n), static_cast<long long>(x_stride),
+            static_cast<long long>(y_stride), static_cast<long long>(w.rows),
+            static_cast<long long>(w.cols));
+}
+
 // One tile of output rows [r0, r0 + nr) for all n inputs. xp (or null) is x packed for
 // gemm_xpacked: whole panels of kXPanel x rows take it, the n % kXPanel others the dot form. xb (or
 // null) is x rounded for the bf16-dot kernels, which then do the whole tile.
@@ -376,12 +387,7 @@ static void matmul_repacked(const KernelTable& k, const float* x, int64_t n, int
 
 void matmul_with(const KernelTable& k, const float* x, int64_t n, int64_t x_stride,
                  const WeightMatrix& w, float* y, int64_t y_stride) {
-  check_weight(w);
-  FKV_CHECK(n >= 0 && (n <= 1 || (x_stride >= w.cols && y_stride >= w.rows)),
-            "matmul '%s': n %lld, x_stride %lld, y_stride %lld for [%lld, %lld]", w.name.c_str(),
-            static_cast<long long>(n), static_cast<long long>(x_stride),
-            static_cast<long long>(y_stride), static_cast<long long>(w.rows),
-            static_cast<long long>(w.cols));
+  check_call("matmul", w, n, x_stride, y_stride);
   if (n == 0 || w.rows == 0) return;
   if (w.layout == WeightLayout::kX16) {
     matmul_repacked(k, x, n, x_stride, w, y, y_stride);
@@ -437,11 +443,7 @@ void matmul_rows_with(const KernelTable& k, const float* x, int64_t n, int64_t x
     matmul_with(k, x, n, x_stride, w, y, y_stride);
     return;
   }
-  check_weight(w);
-  FKV_CHECK(x_stride >= w.cols && y_stride >= w.rows,
-            "matmul_rows '%s': x_stride %lld, y_stride %lld for [%lld, %lld]", w.name.c_str(),
-            static_cast<long long>(x_stride), static_cast<long long>(y_stride),
-            static_cast<long long>(w.rows), static_cast<long long>(w.cols));
+  check_call("matmul_rows", w, n, x_stride, y_stride);  // n >= 2 here
   if (w.rows == 0) return;
   if (w.layout == WeightLayout::kX16) {
     matmul_repacked(k, x, n, x_stride, w, y, y_stride);
@@ -514,13 +516,13 @@ void matmul_rows(const float* x, int64_t n, int64_t x_stride, const WeightMatrix
 static void shared_x(const float* x, int64_t n, int64_t x_stride, std::span<const MatmulOut> outs,
                      bool rows) {
   const KernelTable& k = active_kernels();
-  bool fused = n >= 1 && !outs.empty();
+  bool fused = n >= 1 && !outs.empty() && outs.size() <= kMaxSharedXOutputs;
   for (const MatmulOut& o : outs) {
     FKV_CHECK(o.w != nullptr && o.y != nullptr, "matmul shared x: an output without weight or y");
     fused = fused && o.w->layout == WeightLayout::kX16 && o.w->dtype == outs[0].w->dtype &&
             o.w->cols == outs[0].w->cols && o.w->rows > 0;
   }
-  if (!fused || outs.size() > kMaxSharedXOutputs) {
+  if (!fused) {
     for (const MatmulOut& o : outs) {
       if (rows) {
         matmul_rows_with(k, x, n, x_stride, *o.w, o.y, o.y_stride);
@@ -530,14 +532,7 @@ static void shared_x(const float* x, int64_t n, int64_t x_stride, std::span<cons
     }
     return;
   }
-  for (const MatmulOut& o : outs) {
-    check_weight(*o.w);
-    FKV_CHECK(n <= 1 || (x_stride >= o.w->cols && o.y_stride >= o.w->rows),
-              "matmul '%s' (shared x): n %lld, x_stride %lld, y_stride %lld for [%lld, %lld]",
-              o.w->name.c_str(), static_cast<long long>(n), static_cast<long long>(x_stride),
-              static_cast<long long>(o.y_stride), static_cast<long long>(o.w->rows),
-              static_cast<long long>(o.w->cols));
-  }
+  for (const MatmulOut& o : outs) check_call("matmul (shared x)", *o.w, n, x_stride, o.y_stride);
   matmul_repacked(k, x, n, x_stride, outs);
 }
 
