@@ -81,6 +81,7 @@ Status decode_batch(std::span<const BatchItem> items) {
   S.proj.resize(static_cast<size_t>(B) * d);
   S.gate.resize(static_cast<size_t>(B) * c.d_ff);  // [B, d_ff]
   S.up.resize(static_cast<size_t>(B) * c.d_ff);
+  std::vector<std::pair<int64_t, int>> order(B);  // [B] (-cache bytes of the layer, item)
   std::vector<bool> reads_cache(B);  // [B] whether each policy reads its decode cache this step
   for (int b = 0; b < B; ++b)
     reads_cache[b] = seq[b]->policy.reads_decode_cache(seq[b]->timing.n_decoded);
@@ -90,21 +91,23 @@ Status decode_batch(std::span<const BatchItem> items) {
     const MatmulOut qkv[] = {
         {&L.wq, S.q.data(), q_dim}, {&L.wk, S.k.data(), kv_dim}, {&L.wv, S.v.data(), kv_dim}};
     matmul_rows_shared_x(S.xn.data(), B, d, qkv);
-    for (int b = 0; b < B; ++b) {
-      // The per-row part of SeqImpl::qkv (biases, Qwen3 q/k norms, RoPE at this row's position).
-      seq[b]->finish_qkv_row(L, S.q.data() + b * q_dim, S.k.data() + b * kv_dim,
-                             S.v.data() + b * kv_dim, pos[b]);
-    }
-    // The same per-row step as Session::decode (append, attention, decode-time policy), on each
-    // sequence's own cache and policy. Sequences are independent, so they run one per task: a
-    // compressed cache is too small for the kernel to split one sequence's attention over the
-    // threads (one core sat idle), and inside a task the kernel runs inline with the very same
-    // splits and merge order, hence the same bits.
+    // The same per-row steps as Session::decode (SeqImpl::qkv's biases, q/k norms and RoPE at
+    // this row's position; then append, attention, decode-time policy), on each sequence's own
+    // cache and policy. Sequences are independent, so they run one per task: a compressed cache
+    // is too small for the kernel to split one sequence's attention over the threads (one core
+    // sat idle), and inside a task the kernel runs inline with the very same splits and merge
+    // order, hence the same bits. Longest caches first, so that the region ends on short tasks.
+    for (int b = 0; b < B; ++b) order[b] = {-static_cast<int64_t>(seq[b]->kv.layer(il).bytes()), b};
+    std::sort(order.begin(), order.end());
     parallel_for(B,
-                 [&](int64_t b) {
-                   seq[b]->decode_layer_attention(il, S.k.data() + b * kv_dim,
-                                                  S.v.data() + b * kv_dim, S.q.data() + b * q_dim,
-                                                  pos[b], reads_cache[b], S.att.data() + b * q_dim);
+                 [&](int64_t i) {
+                   const int b = order[i].second;
+                   float* qb = S.q.data() + b * q_dim;
+                   float* kb = S.k.data() + b * kv_dim;
+                   float* vb = S.v.data() + b * kv_dim;
+                   seq[b]->finish_qkv_row(L, qb, kb, vb, pos[b]);
+                   seq[b]->decode_layer_attention(il, kb, vb, qb, pos[b], reads_cache[b],
+                                                  S.att.data() + b * q_dim);
                  },
                  {.grain = 1});
     // SeqImpl::attn_out_and_mlp over the B rows (elementwise steps per row, as for one).
@@ -114,10 +117,9 @@ Status decode_batch(std::span<const BatchItem> items) {
     const MatmulOut gate_up[] = {{&L.w_gate, S.gate.data(), c.d_ff},
                                  {&L.w_up, S.up.data(), c.d_ff}};
     matmul_rows_shared_x(S.xn.data(), B, d, gate_up);
-    for (int b = 0; b < B; ++b) {
-      silu_mul(S.gate.data() + static_cast<int64_t>(b) * c.d_ff,
-               S.up.data() + static_cast<int64_t>(b) * c.d_ff, c.d_ff);
-    }
+    parallel_for(B, [&](int64_t b) {
+      silu_mul(S.gate.data() + b * c.d_ff, S.up.data() + b * c.d_ff, c.d_ff);
+    });
     matmul_rows(S.gate.data(), B, c.d_ff, L.w_down, S.proj.data(), d);
     for (int b = 0; b < B; ++b) add_inplace(S.x.data() + b * d, S.proj.data() + b * d, d);
   }

@@ -324,6 +324,14 @@ def bad_input_gets_4xx_and_disturbs_nothing(s):
         (json.dumps({"prompt": "x", "seed": -1}).encode(), 400, None, "seed"),
         (json.dumps({"prompt": "x", "stop": ["a", 3]}).encode(), 400, None, "stop"),
         (json.dumps({"prompt": "x", "logprobs": 50}).encode(), 400, None, "logprobs"),
+        # Fields that would change what the output means are refused, not ignored.
+        (json.dumps({"prompt": "x", "suffix": "end"}).encode(), 400, "suffix", "suffix"),
+        (json.dumps({"prompt": "x", "response_format": {"type": "json_object"}}).encode(), 400,
+         "json_object", "response_format.type"),
+        (json.dumps({"prompt": "x", "tool_choice": "required"}).encode(), 400, None,
+         "tool_choice"),
+        (json.dumps({"prompt": "x", "functions": [{"name": "f"}]}).encode(), 400, None,
+         "functions"),
         (b"{" + b'"prompt": "' + b"a" * (300 * 1024) + b'"}', 413, "max-body", None),
     ]
     for raw, status, needle, param in cases:
@@ -331,6 +339,9 @@ def bad_input_gets_4xx_and_disturbs_nothing(s):
         check_error(st, text, status, needle, param)
     st, text = s.request("POST", "/v1/chat/completions", body={"messages": "hi"})
     check_error(st, text, 400, None, "messages")
+    st, text = s.request("POST", "/v1/chat/completions",
+                         body={"messages": [{"role": "usr", "content": "hi"}]})
+    check_error(st, text, 400, "\"usr\" is not one of", "messages[0].role")
     st, text = s.request("POST", "/v1/chat/completions",
                          body={"messages": [{"role": "user", "content": "hi"}]})
     check_error(st, text, 400, "chat template", "messages")  # stories260K has none

@@ -207,6 +207,12 @@ std::optional<ApiError> parse_messages(const ServeContext& ctx, const json& body
     const json* role = field(m, "role");
     if (role == nullptr || !role->is_string())
       return bad(p + ".role", p + ".role must be a string");
+    // Any other role would reach the template as-is (a typo renders as a speaker of that name).
+    if (const std::string& r = role->get_ref<const std::string&>();
+        r != "system" && r != "user" && r != "assistant") {
+      return bad(p + ".role", strfmt("%s.role %s is not one of system, user, assistant", p.c_str(),
+                                     dump(*role).c_str()));
+    }
     const json* content = field(m, "content");
     std::string text;
     if (content == nullptr) {
@@ -298,8 +304,34 @@ std::optional<ApiError> parse_request(ServeContext& ctx, const std::string& text
       lb != nullptr && !(lb->is_object() && lb->empty())) {
     return bad("logit_bias", "'logit_bias' is not supported");
   }
-  if (const json* tools = field(body, "tools"); tools != nullptr) {
-    return bad("tools", "'tools' (function calling) is not supported");
+  // Fields that would change the output's meaning are refused, not ignored.
+  for (const char* k : {"tools", "functions"}) {
+    if (const json* t = field(body, k);
+        t != nullptr && !t->is_null() && !(t->is_array() && t->empty())) {
+      return bad(k, strfmt("'%s' (function calling) is not supported", k));
+    }
+  }
+  for (const char* k : {"tool_choice", "function_call"}) {
+    if (const json* t = field(body, k);
+        t != nullptr && !t->is_null() && !(t->is_string() && (*t == "none" || *t == "auto"))) {
+      return bad(k, strfmt("'%s' other than \"none\" or \"auto\" is not supported (no tools)", k));
+    }
+  }
+  if (const json* rf = field(body, "response_format"); rf != nullptr && !rf->is_null()) {
+    const json* type = rf->is_object() ? field(*rf, "type") : nullptr;
+    if (type == nullptr || !type->is_string()) {
+      return bad("response_format", "'response_format' must be an object {\"type\": ...}");
+    }
+    if (*type != "text") {
+      return bad("response_format.type",
+                 strfmt("'response_format' type %s is not supported (only \"text\")",
+                        dump(*type).c_str()));
+    }
+  }
+  if (const json* sf = field(body, "suffix");
+      sf != nullptr && !sf->is_null() &&
+      !(sf->is_string() && sf->get_ref<const std::string&>().empty())) {
+    return bad("suffix", "'suffix' (insertion) is not supported");
   }
 
   if (chat) {
