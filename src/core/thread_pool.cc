@@ -150,16 +150,12 @@ class ThreadPool {
   int workers() const { return static_cast<int>(threads_.size()); }
 
   // Runs chunks [0, n_chunks) of `job` with up to `participants` threads (the caller included).
-  void run(const pool_detail::ChunkPlan& plan, int participants, pool_detail::RangeFn fn,
+  void run(int64_t n, int64_t grain, uint32_t n_chunks, int participants, pool_detail::RangeFn fn,
            void* ctx) {
-    const int64_t n = plan.n, grain = plan.grain;
-    const bool tapered = plan.tapered;
-    const uint32_t n_chunks = plan.n_chunks;
     const uint32_t epoch = epoch_of(state_.load(std::memory_order_relaxed)) + 1;
     state_.store(pack(epoch, kClosed));
     n_.store(n, std::memory_order_release);
     grain_.store(grain, std::memory_order_release);
-    tapered_.store(tapered, std::memory_order_release);
     n_chunks_.store(n_chunks, std::memory_order_release);
     fn_.store(fn, std::memory_order_release);
     ctx_.store(ctx, std::memory_order_release);
@@ -171,7 +167,7 @@ class ThreadPool {
     // Spinning workers see the new epoch by themselves; sleeping ones need the syscall.
     if (sleepers_.load() > 0) futex_wake(&epoch_word_, participants - 1);
 
-    const Job job{{n, grain, tapered, n_chunks}, fn, ctx};
+    const Job job{n, grain, n_chunks, fn, ctx};
     const bool was_in_task = t_in_task;
     t_in_task = true;
     work_on(epoch, job);
@@ -200,7 +196,8 @@ class ThreadPool {
   static constexpr int kCallerSpins = 2048;
 
   struct Job {
-    pool_detail::ChunkPlan plan;
+    int64_t n, grain;
+    uint32_t n_chunks;
     pool_detail::RangeFn fn;
     void* ctx;
   };
@@ -225,11 +222,9 @@ class ThreadPool {
       }
       seen = epoch_of(s);
       if (seats_.fetch_sub(1, std::memory_order_acq_rel) <= 0) continue;  // capped: sit it out
-      const Job job{
-          {n_.load(std::memory_order_acquire), grain_.load(std::memory_order_acquire),
-           tapered_.load(std::memory_order_acquire), n_chunks_.load(std::memory_order_acquire)},
-          fn_.load(std::memory_order_acquire),
-          ctx_.load(std::memory_order_acquire)};
+      const Job job{n_.load(std::memory_order_acquire), grain_.load(std::memory_order_acquire),
+                    n_chunks_.load(std::memory_order_acquire), fn_.load(std::memory_order_acquire),
+                    ctx_.load(std::memory_order_acquire)};
       work_on(seen, job);
     }
   }
@@ -268,7 +263,7 @@ class ThreadPool {
     for (;;) {
       if (epoch_of(s) != epoch) return;
       const uint32_t c = chunk_of(s);
-      if (c >= job.plan.n_chunks) return;  // all claimed (or kClosed: the next job is being posted)
+      if (c >= job.n_chunks) return;  // all claimed (or kClosed: the next job is being posted)
       if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
                                         std::memory_order_acquire)) {
         continue;
@@ -280,8 +275,8 @@ class ThreadPool {
 
   void run_chunk(const Job& job, uint32_t c) {
     if (!failed_.load(std::memory_order_relaxed)) {
-      const int64_t begin = pool_detail::chunk_begin(job.plan, c);
-      const int64_t end = pool_detail::chunk_begin(job.plan, c + 1);
+      const int64_t begin = static_cast<int64_t>(c) * job.grain;
+      const int64_t end = std::min(job.n, begin + job.grain);
       try {
         job.fn(job.ctx, begin, end);
       } catch (...) {
@@ -300,7 +295,6 @@ class ThreadPool {
   // The posted job. Atomics because a late worker may read them while the next job is being
   // written; its claim then fails (see the class comment).
   std::atomic<int64_t> n_{0}, grain_{1};
-  std::atomic<bool> tapered_{false};
   std::atomic<uint32_t> n_chunks_{0};
   std::atomic<pool_detail::RangeFn> fn_{nullptr};
   std::atomic<void*> ctx_{nullptr};
@@ -367,47 +361,18 @@ void run(int64_t n, ParallelOptions o, RangeFn fn, void* ctx) {
   if (n == 0) return;
   int threads = t_in_task ? 1 : num_threads();
   if (o.max_threads > 0) threads = std::min(threads, o.max_threads);
-  const ChunkPlan plan = plan_chunks(n, o.grain, threads);
-  threads = static_cast<int>(std::min<int64_t>(threads, plan.n_chunks));
+  const int64_t grain =
+      o.grain > 0 ? o.grain : std::max<int64_t>(1, (n + 4 * int64_t{threads} - 1) / (4 * threads));
+  const int64_t n_chunks = (n + grain - 1) / grain;
+  FKV_CHECK(n_chunks < int64_t{0xffffffff}, "parallel_for: %lld chunks",
+            static_cast<long long>(n_chunks));
+  threads = static_cast<int>(std::min<int64_t>(threads, n_chunks));
   if (threads <= 1) {
-    for (uint32_t c = 0; c < plan.n_chunks; ++c)
-      fn(ctx, chunk_begin(plan, c), chunk_begin(plan, c + 1));
+    for (int64_t begin = 0; begin < n; begin += grain) fn(ctx, begin, std::min(n, begin + grain));
     return;
   }
-  pool_with_workers(num_threads() - 1).run(plan, threads, fn, ctx);
-}
-
-ChunkPlan plan_chunks(int64_t n, int64_t grain, int threads) {
-  ChunkPlan p;
-  p.n = n;
-  static const bool no_taper = std::getenv("FKV_TAPER_OFF") != nullptr;  // TEMP A/B
-  if (no_taper && grain == 0 && threads > 1)
-    grain = std::max<int64_t>(1, (n + 4 * int64_t{threads} - 1) / (4 * threads));
-  if (grain > 0 || threads <= 1) {
-    p.grain = grain > 0 ? grain : std::max<int64_t>(1, n);
-    const int64_t chunks = (n + p.grain - 1) / p.grain;
-    FKV_CHECK(chunks < int64_t{0xffffffff}, "parallel_for: %lld chunks",
-              static_cast<long long>(chunks));
-    p.n_chunks = static_cast<uint32_t>(chunks);
-    return p;
-  }
-  // Tapered: 4 chunks per thread (the count equal chunks had, so claims stay as rare), their
-  // sizes falling linearly from about n / (2 threads) to 1: the threads end a region within a
-  // small chunk of each other instead of within a quarter of a thread's share.
-  p.tapered = true;
-  p.n_chunks = static_cast<uint32_t>(std::min<int64_t>(4 * int64_t{threads}, n));
-  return p;
-}
-
-int64_t chunk_begin(const ChunkPlan& p, uint32_t c) {
-  if (c >= p.n_chunks) return p.n;
-  if (!p.tapered) return static_cast<int64_t>(c) * p.grain;
-  // Sizes s_i = F - (F - 1) i / (N - 1), i < N, with F = 2n / N - 1 so that they sum to n (N =
-  // n_chunks <= n, so F >= 1): chunk c begins at the floor of their sum below c, times N (N - 1):
-  // c (2n - N) (N - 1) - (n - N) c (c - 1). Every real size is >= 1, so no chunk is empty.
-  const int64_t N = p.n_chunks, n = p.n, ci = c;
-  if (N == 1) return 0;
-  return (ci * (2 * n - N) * (N - 1) - (n - N) * ci * (ci - 1)) / (N * (N - 1));
+  pool_with_workers(num_threads() - 1)
+      .run(n, grain, static_cast<uint32_t>(n_chunks), threads, fn, ctx);
 }
 
 bool spin_allowed_after(bool allowed_before, int64_t waited_ns, int64_t elapsed_ns) {

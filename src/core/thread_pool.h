@@ -46,8 +46,8 @@ Expected<int> pool_spin_us_from_env();
 std::string pool_wait_description();
 
 struct ParallelOptions {
-  // Indices per chunk; 0 picks about 4 chunks per thread, tapered (big ones first, small ones
-  // last). Only the split among threads depends on it, never what an index computes.
+  // Indices per chunk; 0 picks about 4 chunks per thread. Only the split among threads depends on
+  // it, never what an index computes.
   int64_t grain = 0;
   int max_threads = 0;  // cap on participants (0: num_threads())
 };
@@ -55,17 +55,6 @@ struct ParallelOptions {
 namespace pool_detail {
 using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
 void run(int64_t n, ParallelOptions o, RangeFn fn, void* ctx);
-// How a region's indices [0, n) are cut into chunks: equal chunks of `grain`, or (grain 0 with
-// several threads) 4 per thread, tapered from about n / (2 threads) down to 1. Chunk c is
-// [chunk_begin(c), chunk_begin(c + 1)), never empty.
-struct ChunkPlan {
-  int64_t n = 0;
-  int64_t grain = 0;     // equal chunks of this size (unless tapered)
-  bool tapered = false;  // sizes falling linearly to 1
-  uint32_t n_chunks = 0;
-};
-ChunkPlan plan_chunks(int64_t n, int64_t grain, int threads);
-int64_t chunk_begin(const ChunkPlan& plan, uint32_t c);
 // The idle workers' spin guard (docs/ARCHITECTURE.md, Threads): whether a worker may spin after a
 // check period in which it waited `waited_ns` of `elapsed_ns` for a core, given whether it could
 // before (stop at >= 10 %, resume below 5 %).

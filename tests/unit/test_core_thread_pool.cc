@@ -9,7 +9,6 @@
 #include <mutex>
 #include <set>
 #include <stdexcept>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -63,38 +62,6 @@ TEST(ThreadPool, RangesAreDisjointAndRespectTheGrain) {
     EXPECT_EQ(ranges[c].first, static_cast<int64_t>(c) * grain);
     EXPECT_EQ(ranges[c].second, std::min<int64_t>(n, (static_cast<int64_t>(c) + 1) * grain));
   }
-}
-
-// grain 0 with several threads: 4 chunks per thread (or n) cover [0, n) in order, none empty,
-// the first about n / (2 threads) long, the sizes falling to 1 or 2 at the end.
-TEST(ThreadPool, TaperedChunksCoverInOrderAndShrink) {
-  for (int threads : {2, 3, 4, 16}) {
-    for (int64_t n : {1, 2, 3, 5, 8, 9, 60, 61, 100, 1000, 4097, 123457}) {
-      const fkv::pool_detail::ChunkPlan p = fkv::pool_detail::plan_chunks(n, 0, threads);
-      const std::string where = "threads " + std::to_string(threads) + " n " + std::to_string(n);
-      ASSERT_EQ(p.n_chunks, static_cast<uint32_t>(std::min<int64_t>(4 * threads, n))) << where;
-      EXPECT_EQ(fkv::pool_detail::chunk_begin(p, 0), 0) << where;
-      EXPECT_EQ(fkv::pool_detail::chunk_begin(p, p.n_chunks), n) << where;
-      int64_t previous = n;
-      for (uint32_t c = 0; c < p.n_chunks; ++c) {
-        const int64_t size =
-            fkv::pool_detail::chunk_begin(p, c + 1) - fkv::pool_detail::chunk_begin(p, c);
-        ASSERT_GE(size, 1) << where << " chunk " << c;
-        ASSERT_LE(size, previous + 1) << where << " chunk " << c;  // falling, within rounding
-        if (c == 0) {
-          EXPECT_NEAR(static_cast<double>(size), 2.0 * n / p.n_chunks - 1, 1.0) << where;
-        }
-        previous = size;
-      }
-      EXPECT_LE(previous, 2) << where;
-    }
-  }
-  // An explicit grain (or one thread) keeps equal chunks.
-  const fkv::pool_detail::ChunkPlan eq = fkv::pool_detail::plan_chunks(1001, 10, 4);
-  EXPECT_FALSE(eq.tapered);
-  EXPECT_EQ(eq.n_chunks, 101u);
-  EXPECT_EQ(fkv::pool_detail::chunk_begin(eq, 100), 1000);
-  EXPECT_EQ(fkv::pool_detail::plan_chunks(1001, 0, 1).n_chunks, 1u);
 }
 
 // Many back-to-back small regions: the path decode takes (workers spinning or just woken).
