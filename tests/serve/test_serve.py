@@ -187,6 +187,25 @@ def completions_match_cli(s):
 def models_and_health(s):
     models = s.client().models.list()
     assert [m.id for m in models.data] == ["stories260K.gguf"], models
+    assert s.client().models.retrieve("stories260K.gguf").id == "stories260K.gguf"
+    try:
+        s.client().models.retrieve("gpt-4")
+        raise AssertionError("an unknown model id was retrieved")
+    except openai.NotFoundError as e:
+        assert "is not served here" in str(e), e
+    # The auth scheme is case-insensitive (RFC 7235); the key is not.
+    status, _ = s.request("GET", "/v1/models", headers={"Authorization": f"bearer {API_KEY}"})
+    assert status == 200, status
+    status, _ = s.request("GET", "/v1/models", headers={"Authorization": f"Bearer {API_KEY}x"})
+    assert status == 401, status
+    # The right path with the wrong method: 405 with Allow.
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    conn.request("GET", "/v1/completions", headers={"Authorization": f"Bearer {API_KEY}"})
+    r = conn.getresponse()
+    text = r.read().decode()
+    conn.close()
+    assert r.status == 405 and r.getheader("Allow") == "POST", (r.status, r.getheaders())
+    check_error(r.status, text, 405, "takes POST")
     status, text = s.request("GET", "/health")
     assert status == 200 and json.loads(text)["status"] == "ok"
     m = s.metrics()
@@ -359,6 +378,20 @@ def bad_input_gets_4xx_and_disturbs_nothing(s):
         pass
     st, text = s.request("GET", "/v1/nothing")
     check_error(st, text, 404)
+    # A POST without Content-Length (or a chunked body): 411 at once (cpp-httplib alone would read
+    # a body until its 30 s read timeout first).
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"Authorization: Bearer " + API_KEY.encode() + b"\r\n\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply.partition(b"\r\n\r\n")[2]) < int(
+                re.search(rb"Content-Length: (\d+)", reply).group(1)):
+            chunk = sock.recv(65536)
+            assert chunk, reply
+            reply += chunk
+    head, _, text = reply.decode("utf-8", "replace").partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 411"), head
+    check_error(411, text, 411, "Content-Length")
     t.join()
     assert got == [want], (got, want)
     # The server still answers normally.

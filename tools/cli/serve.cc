@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -750,10 +752,33 @@ void respond(ServeContext& ctx, Parsed parsed, httplib::Response& res) {
   if (stream) res.set_header("Cache-Control", "no-cache");
 }
 
+// The token of an "Authorization: Bearer TOKEN" header (the scheme is case-insensitive, RFC
+// 7235), or nullopt for another scheme.
+std::optional<std::string> bearer_token(const std::string& h) {
+  constexpr std::string_view kScheme = "bearer ";
+  if (h.size() < kScheme.size()) return std::nullopt;
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(h[i])) != kScheme[i]) return std::nullopt;
+  }
+  const size_t begin = h.find_first_not_of(' ', kScheme.size());
+  if (begin == std::string::npos) return std::string();
+  return h.substr(begin, h.find_last_not_of(' ') + 1 - begin);
+}
+
+// Compares every byte whatever the first difference, so the time does not tell how much of a
+// guess was right.
+bool same_secret(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  }
+  return diff == 0;
+}
+
 bool authorised(const ServeContext& ctx, const httplib::Request& req, httplib::Response& res) {
   if (ctx.api_key.empty()) return true;
   const std::string h = req.get_header_value("Authorization");
-  if (h == "Bearer " + ctx.api_key) return true;
+  if (const auto token = bearer_token(h); token && same_secret(*token, ctx.api_key)) return true;
   ApiError e;
   e.status = 401;
   e.message = h.empty() ? "missing API key: send 'Authorization: Bearer KEY'" : "invalid API key";
@@ -929,7 +954,8 @@ int cmd_serve(const std::vector<std::string>& args) {
       "         [--queue N] [--kv-memory SIZE] [--api-key KEY] [--threads N]\n"
       "         [--method SPEC [method options]]\n\n"
       "OpenAI-compatible server: POST /v1/completions, POST /v1/chat/completions (stream or not),\n"
-      "GET /v1/models, /health, /metrics. --method is the default KV method; a request may choose\n"
+      "GET /v1/models[/ID], /health, /metrics. --method is the default KV method; a request may "
+      "choose\n"
       "its own with \"kv_compression\": {\"method\": \"fastkv\", \"tsp_rate\": 0.2} or a spec "
       "string.\n"
       "SIGTERM (or SIGINT) stops admitting, finishes what is queued and running, and exits 0.";
@@ -1008,10 +1034,25 @@ int cmd_serve(const std::vector<std::string>& args) {
     e.status = res.status;
     e.message = res.status == 413   ? "the request body is larger than the server's --max-body"
                 : res.status == 404 ? "no such endpoint"
+                : res.status == 400 ? "malformed HTTP request"
                                     : strfmt("HTTP %d", res.status);
     if (res.status >= 500) e.type = "server_error";
     res.set_content(dump(error_json(e)), "application/json");
     (res.status >= 500 ? ctx.http_5xx : ctx.http_4xx).fetch_add(1);
+  });
+  // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 6.3), but
+  // cpp-httplib would read one until the read timeout (30 s) before answering: answer at once.
+  svr.set_pre_routing_handler([&ctx](const httplib::Request& req, httplib::Response& res) {
+    const bool takes_body = req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
+    if (!takes_body || req.has_header("Content-Length") || req.has_header("Transfer-Encoding")) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    ApiError e;
+    e.status = 411;
+    e.message = strfmt("%s needs a Content-Length header or a chunked body", req.method.c_str());
+    ctx.http_4xx.fetch_add(1);
+    send_error(res, e);
+    return httplib::Server::HandlerResponse::Handled;
   });
   svr.set_exception_handler(
       [&ctx](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -1035,17 +1076,59 @@ int cmd_serve(const std::vector<std::string>& args) {
   svr.Post("/v1/chat/completions", [&ctx](const httplib::Request& req, httplib::Response& res) {
     handle_completion(ctx, true, req, res);
   });
-  svr.Get("/v1/models", [&ctx](const httplib::Request& req, httplib::Response& res) {
+  auto model_object = [&ctx] {
+    return json{{"id", ctx.model_id},
+                {"object", "model"},
+                {"created", 0},
+                {"owned_by", "fastkv"},
+                {"context_length", ctx.model->config().n_ctx},
+                {"default_kv_method", format_method_spec(ctx.default_method)}};
+  };
+  svr.Get("/v1/models", [&ctx, model_object](const httplib::Request& req, httplib::Response& res) {
     if (!authorised(ctx, req, res)) return;
-    const ModelConfig& c = ctx.model->config();
-    json m = {{"id", ctx.model_id},
-              {"object", "model"},
-              {"created", 0},
-              {"owned_by", "fastkv"},
-              {"context_length", c.n_ctx},
-              {"default_kv_method", format_method_spec(ctx.default_method)}};
-    res.set_content(dump(json{{"object", "list"}, {"data", json::array({m})}}), "application/json");
+    res.set_content(dump(json{{"object", "list"}, {"data", json::array({model_object()})}}),
+                    "application/json");
   });
+  // GET /v1/models/{id} (the client's models.retrieve): the one model, by the id /v1/models lists.
+  svr.Get(R"(/v1/models/(.+))",
+          [&ctx, model_object](const httplib::Request& req, httplib::Response& res) {
+            if (!authorised(ctx, req, res)) return;
+            const std::string id = req.matches[1];
+            if (id != ctx.model_id) {
+              ApiError e;
+              e.status = 404;
+              e.message = strfmt("model %s is not served here (this server serves %s)",
+                                 dump(json(id)).c_str(), dump(json(ctx.model_id)).c_str());
+              e.code = "model_not_found";
+              e.param = "model";
+              ctx.http_4xx.fetch_add(1);
+              send_error(res, e);
+              return;
+            }
+            res.set_content(dump(model_object()), "application/json");
+          });
+  // The right path with the wrong method: 405 naming the method to use, not "no such endpoint".
+  auto wrong_method = [&ctx](const char* allow) {
+    return [&ctx, allow](const httplib::Request& req, httplib::Response& res) {
+      ApiError e;
+      e.status = 405;
+      e.message =
+          strfmt("%s %s: this endpoint takes %s", req.method.c_str(), req.path.c_str(), allow);
+      ctx.http_4xx.fetch_add(1);
+      send_error(res, e);
+      res.set_header("Allow", allow);
+    };
+  };
+  for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
+    svr.Get(path, wrong_method("POST"));
+    svr.Put(path, wrong_method("POST"));
+    svr.Delete(path, wrong_method("POST"));
+  }
+  for (const char* path : {"/v1/models", "/health", "/metrics"}) {
+    svr.Post(path, wrong_method("GET"));
+    svr.Put(path, wrong_method("GET"));
+    svr.Delete(path, wrong_method("GET"));
+  }
   svr.Get("/health", [&ctx](const httplib::Request&, httplib::Response& res) {
     const bool stopping = ctx.scheduler->stopping();
     res.status = stopping ? 503 : 200;
