@@ -401,6 +401,19 @@ def bad_input_gets_4xx_and_disturbs_nothing(s):
 
 
 @test
+def bad_flags_exit_nonzero_naming_the_flag(s):
+    del s  # a server of its own per case, none of which may start
+    cases = [(["--api-key", ""], "--api-key is empty"), (["--api-key", " k"], "--api-key"),
+             (["--parallel", "0"], "--parallel"), (["--kv-memory", "12XB"], "--kv-memory"),
+             (["--port", "99999"], "--port"), (["--method", "fastkv:tsp_rate=2"], "tsp_rate")]
+    for extra, needle in cases:
+        r = subprocess.run([FASTKV, "serve", "--model", STORIES, "--port", "0", *extra],
+                           capture_output=True, text=True, timeout=60, env=ENV)
+        assert r.returncode != 0, (extra, r.returncode, r.stderr[-500:])
+        assert needle in r.stderr and "listening" not in r.stderr, (extra, r.stderr[-500:])
+
+
+@test
 def load_8_clients_x_50(s):
     """8 concurrent clients x 50 requests: no error, outputs equal the CLI's, RSS stable."""
     n_clients, per_client, max_tokens = 8, 50, 24

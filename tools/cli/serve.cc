@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -981,6 +982,19 @@ int cmd_serve(const std::vector<std::string>& args) {
   auto max_body = parse_size(pa->str("max-body", "4M"), "--max-body");
   if (!max_body) return fail(max_body.status());
   if (*max_body == 0) return fail(Status::error("--max-body must be positive"));
+  if (pa->has("api-key")) {
+    // An empty key (say, from an unset variable) would silently serve without one, and a header
+    // value cannot carry edge spaces or control characters, so such a key could never match.
+    const std::string key = pa->str("api-key");
+    const bool printable = std::all_of(key.begin(), key.end(), [](char ch) {
+      return static_cast<unsigned char>(ch) >= 0x20 && ch != 0x7f;
+    });
+    if (key.empty() || !printable || key.front() == ' ' || key.back() == ' ') {
+      return fail(Status::error(
+          "--api-key is empty or has edge spaces or control characters: give a printable key, or "
+          "omit --api-key to serve without one"));
+    }
+  }
   if (auto st = apply_threads(*pa); !st) return fail(st);
   const std::string host = pa->str("host", "127.0.0.1");
 
