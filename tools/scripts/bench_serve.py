@@ -245,34 +245,31 @@ def throughput(args, results):
     n_max = max(args.concurrency)
     prompts = [prompt_ids(args.fastkv, args.model, args.prompt_tokens, 1000 + i)
                for i in range(n_max)]
+
+    def measure(label, server, method, c, rnd, start):
+        """One row: a fresh server (`start()`), a warm-up request, then c streams together."""
+        log(f"[throughput] {label} x{c}" + (f" (round {rnd + 1}/{args.rounds})"
+                                             if args.rounds > 1 else ""))
+        srv = start()
+        try:
+            run_concurrent(srv.port, prompts[:1], 4)  # warm-up (page in the weights)
+            r = run_concurrent(srv.port, prompts[:c], args.decode_tokens)
+        finally:
+            srv.stop()
+        r.update({"server": server, "method": method, "round": rnd})
+        results["throughput"].append(r)
+        log(f"    ttft median {r['ttft_median_s']:.2f} s, aggregate decode "
+            f"{r['aggregate_decode_tok_s']:.1f} tok/s")
+
     for rnd in range(args.rounds):
-        tag = f" (round {rnd + 1}/{args.rounds})" if args.rounds > 1 else ""
         for method in args.methods:
             for c in args.concurrency:
-                log(f"[throughput] fastkv serve {method} x{c}{tag}")
-                srv = start_fastkv(args, method, parallel=c, kv_memory="0")
-                try:
-                    run_concurrent(srv.port, prompts[:1], 4)  # warm-up (page in the weights)
-                    r = run_concurrent(srv.port, prompts[:c], args.decode_tokens)
-                finally:
-                    srv.stop()
-                r.update({"server": "fastkv", "method": method, "round": rnd})
-                results["throughput"].append(r)
-                log(f"    ttft median {r['ttft_median_s']:.2f} s, aggregate decode "
-                    f"{r['aggregate_decode_tok_s']:.1f} tok/s")
+                measure(f"fastkv serve {method}", "fastkv", method, c, rnd,
+                        lambda: start_fastkv(args, method, parallel=c, kv_memory="0"))
         if args.llama_server:
             for c in args.concurrency:
-                log(f"[throughput] llama-server x{c}{tag}")
-                srv = start_llama(args, c, args.prompt_tokens + args.decode_tokens + 16)
-                try:
-                    run_concurrent(srv.port, prompts[:1], 4)
-                    r = run_concurrent(srv.port, prompts[:c], args.decode_tokens)
-                finally:
-                    srv.stop()
-                r.update({"server": "llama-server", "method": "fullkv", "round": rnd})
-                results["throughput"].append(r)
-                log(f"    ttft median {r['ttft_median_s']:.2f} s, aggregate decode "
-                    f"{r['aggregate_decode_tok_s']:.1f} tok/s")
+                measure("llama-server", "llama-server", "fullkv", c, rnd,
+                        lambda: start_llama(args, c, args.prompt_tokens + args.decode_tokens + 16))
     results["summary"] = summarize(results["throughput"], min(args.concurrency))
 
 
