@@ -302,7 +302,7 @@ Status Model::load_gguf(const std::string& file) {
 
 Status Model::finish() {
   inv_freq_ = fkv::rope_inv_freq(config_);
-  if (x16_repack_enabled()) repack_x16_weights();
+  repack_x16_weights();  // the matrices whose type has an x16 kernel here
   return Status::ok();
 }
 
@@ -317,7 +317,7 @@ void Model::repack_x16_weights() {
     if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
   };
   auto repackable = [](const WeightMatrix& w) {
-    return w.layout == WeightLayout::kRows && x16_layout_fits(w);
+    return w.layout == WeightLayout::kRows && x16_repack_enabled(w.dtype) && x16_layout_fits(w);
   };
   // in_place: the matrix is in a writable buffer of ours that nothing else reads.
   auto repack = [&](WeightMatrix& w, bool in_place) {

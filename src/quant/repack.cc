@@ -19,7 +19,8 @@ namespace fkv {
 
 namespace repack_detail {
 // Defined in repack_avx512.cc: the VNNI kernel for t, nullptr when that build has no AVX-512.
-QDotFn x16_vnni_kernel(DType t);
+QDotFn x16_vnni_kernel(DType t);  // repack_avx512.cc
+QDotFn x16_avx2_kernel(DType t);  // repack_avx2.cc: q4_0 and q4_1
 }  // namespace repack_detail
 
 namespace {
@@ -185,6 +186,8 @@ QDotFn x16_dot_fn(DType t, QDotIsa isa) {
       return scalar_fn(t);
     case QDotIsa::kAvx512:
       return quant_dot_isa_supported(isa) ? repack_detail::x16_vnni_kernel(t) : nullptr;
+    case QDotIsa::kAvx2:
+      return quant_dot_isa_supported(isa) ? repack_detail::x16_avx2_kernel(t) : nullptr;
     default:
       return nullptr;
   }
@@ -195,14 +198,13 @@ QDotFn x16_best_dot(DType t) {
   return f != nullptr ? f : scalar_fn(t);
 }
 
-bool x16_repack_enabled() {
-  static const bool on = [] {
+bool x16_repack_enabled(DType t) {
+  static const bool allowed = [] {
     const char* env = std::getenv("FKV_REPACK");
-    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
-    return quant_dot_best_isa() == QDotIsa::kAvx512 &&
-           x16_dot_fn(DType::kQ4_0, QDotIsa::kAvx512) != nullptr;
+    return env == nullptr || std::strcmp(env, "0") != 0;
   }();
-  return on;
+  const QDotIsa isa = quant_dot_best_isa();
+  return allowed && isa != QDotIsa::kScalar && x16_dot_fn(t, isa) != nullptr;
 }
 
 }  // namespace fkv

@@ -53,12 +53,14 @@ void x16_row(DType t, const uint8_t* data, int64_t cols, int64_t r, uint8_t* row
 //   w  : the x16 bytes of rows [0, nr) (a group start), w_stride = the row bytes
 //   xq : activation rows quantised by quantize_row_for_dot(t, ...), xq_stride bytes apart.
 // The same QDotFn signature as quant_dot_fn's kernels.
-// kScalar always exists; kAvx512 (VNNI) where compiled and supported; kAvx2 has none (nullptr).
+// kScalar always exists; kAvx512 (VNNI) and kAvx2 (q4_0 / q4_1 only; nullptr for q8_0) where
+// compiled and supported.
 QDotFn x16_dot_fn(DType t, QDotIsa isa);
 // The best variant for this machine (FKV_ISA caps it).
 QDotFn x16_best_dot(DType t);
-// True when the model loader repacks: the VNNI kernels are usable and FKV_REPACK is not "0".
-// Elsewhere the row-layout kernels are faster than the scalar x16 dot.
-bool x16_repack_enabled();
+// True when the model loader repacks matrices of type t: this machine's best variant (FKV_ISA caps
+// it) has a vector x16 kernel for t and FKV_REPACK is not "0". Elsewhere the row-layout kernels
+// are faster than the scalar x16 dot (so q8_0 keeps its rows on AVX2-only machines).
+bool x16_repack_enabled(DType t);
 
 }  // namespace fkv

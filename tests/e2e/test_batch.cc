@@ -154,7 +154,7 @@ TEST(Batch, RepackedWeightsDecodeBatchEqualsDecodeAlone) {
     auto model = Model::synthetic(c, t, 3);
     ASSERT_TRUE(model) << model.error();
     const Model& m = **model;
-    const WeightLayout want = x16_repack_enabled() ? WeightLayout::kX16 : WeightLayout::kRows;
+    const WeightLayout want = x16_repack_enabled(t) ? WeightLayout::kX16 : WeightLayout::kRows;
     const LayerWeights& L = m.layer(1);
     for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
       EXPECT_EQ(w->layout, want) << w->name;

@@ -1,7 +1,8 @@
 // The x16 (16-row repacked) layouts of quant/repack.h: the layout round-trips, the scalar twin is
 // the documented float order (restated here from the row layout), the VNNI kernel gives the
-// scalar twin's bits for every batch size, and matmul / matmul_rows on repacked weights give each
-// row the bits of its one-row product, whatever n, tile and thread count, near the f64 twin.
+// scalar twin's bits for every batch size (the AVX2 kernel too, q4_0 / q4_1), and matmul /
+// matmul_rows on repacked weights give each row the bits of its one-row product, whatever n, tile
+// and thread count, near the f64 twin.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -106,8 +107,13 @@ TEST(Repack, LayoutRoundTripsAndInPlaceEqualsACopy) {
 TEST(Repack, EveryVariantGivesTheScalarTwinsBits) {
   std::mt19937 rng(11);
   std::vector<QDotIsa> isas = {QDotIsa::kScalar};
+  if (x16_dot_fn(DType::kQ4_0, QDotIsa::kAvx2) != nullptr) isas.push_back(QDotIsa::kAvx2);
   if (x16_dot_fn(DType::kQ4_0, QDotIsa::kAvx512) != nullptr) isas.push_back(QDotIsa::kAvx512);
-  EXPECT_EQ(x16_dot_fn(DType::kQ4_0, QDotIsa::kAvx2), nullptr);
+  // AVX2 has no q8_0 kernel (its codes overflow vpmaddubsw's pairs): the loader keeps q8_0 rows.
+  EXPECT_EQ(x16_dot_fn(DType::kQ8_0, QDotIsa::kAvx2), nullptr);
+  if (quant_dot_best_isa() == QDotIsa::kAvx2) {
+    EXPECT_FALSE(x16_repack_enabled(DType::kQ8_0));
+  }
   for (DType t : kX16Types) {
     for (int64_t n : {32, 576}) {
       const int64_t rows = 48;
@@ -136,6 +142,7 @@ TEST(Repack, EveryVariantGivesTheScalarTwinsBits) {
       }
       for (QDotIsa isa : isas) {
         const QDotFn f = x16_dot_fn(t, isa);
+        if (isa == QDotIsa::kAvx2 && t == DType::kQ8_0) continue;
         ASSERT_NE(f, nullptr);
         for (int64_t batch : {1, 2, 3, 4, 5, 7, 8, 9, 12, 15}) {
           SCOPED_TRACE(testing::Message() << dtype_name(t) << " " << quant_dot_isa_name(isa)
@@ -155,6 +162,58 @@ TEST(Repack, EveryVariantGivesTheScalarTwinsBits) {
               ASSERT_EQ(0, std::memcmp(mid.data() + i * 16, want.data() + (i + 2) * rows + 16, 64));
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// The integer sums at their bounds: every nibble 15 (q4_0 / q4_1) or every code -128 / 127 (q8_0)
+// against x rows of all +1 and all -1 (codes +-127), where the AVX2 kernel's i16 sums of 8 words
+// reach +-30480 and the VNNI kernel's starts their largest; every variant gives the scalar twin's
+// bits.
+TEST(Repack, ExtremeCodesGiveTheScalarTwinsBits) {
+  std::mt19937 rng(23);
+  for (DType t : kX16Types) {
+    const int64_t rows = 32, n = 256;
+    const size_t rb = dtype_row_bytes(t, n), blk = dtype_row_bytes(t, 32);
+    const size_t head = t == DType::kQ4_1 ? 4 : 2;  // scale bytes before the codes of a block
+    for (uint8_t fill : {uint8_t{0xFF}, uint8_t{0x80}, uint8_t{0x7F}, uint8_t{0x00}}) {
+      auto bytes = test::random_weight_bytes(rng, t, rows, n);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t b = 0; b < n / 32; ++b) {
+          uint8_t* codes = bytes.data() + r * rb + b * blk + head;
+          std::memset(codes, fill, blk - head);
+        }
+      }
+      std::vector<uint8_t> packed(bytes.size());
+      repack_x16(t, bytes.data(), packed.data(), rows, n);
+      const int64_t nx = 9;
+      std::vector<float> x(static_cast<size_t>(nx * n));
+      for (int64_t i = 0; i < nx; ++i) {
+        for (int64_t e = 0; e < n; ++e)
+          x[i * n + e] = (i % 3 == 0) ? 1.0f : (i % 3 == 1 ? -1.0f : (e % 2 ? 1.0f : -1.0f));
+      }
+      const auto xq = quantize_x(t, x, nx, n);
+      const size_t xs = vec_dot_row_bytes(t, n);
+      std::vector<float> want(static_cast<size_t>(nx * rows));
+      x16_dot_fn(t, QDotIsa::kScalar)(packed.data(), rb, rows, xq.data(), xs, nx, n, want.data(),
+                                      rows);
+      for (int64_t i = 0; i < nx; ++i) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float restated = restated_dot(t, bytes.data() + r * rb, xq.data() + i * xs, n);
+          ASSERT_EQ(0, std::memcmp(&restated, &want[i * rows + r], 4)) << dtype_name(t);
+        }
+      }
+      for (QDotIsa isa : {QDotIsa::kAvx2, QDotIsa::kAvx512}) {
+        const QDotFn f = x16_dot_fn(t, isa);
+        if (f == nullptr) continue;
+        for (int64_t batch : {1, 2, 4, 8, 9}) {
+          std::vector<float> got(static_cast<size_t>(batch * rows), -5.0f);
+          f(packed.data(), rb, rows, xq.data(), xs, batch, n, got.data(), rows);
+          ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4))
+              << dtype_name(t) << " " << quant_dot_isa_name(isa) << " fill " << int{fill}
+              << " batch " << batch;
         }
       }
     }
