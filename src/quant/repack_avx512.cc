@@ -26,7 +26,11 @@
 
 #include <immintrin.h>
 
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 namespace fkv::repack_detail {
 namespace {
