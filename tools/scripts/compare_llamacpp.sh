@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Times llama.cpp (llama-bench, from the source llama-cpp-python vendors) and fastkv (fastkv
-# bench) on the same GGUF with the same threads and KV dtype, and writes both engines' raw JSON
-# plus one markdown table side by side.
+# bench) on the same GGUF with the same threads and KV dtype, row by row (each prefill length and
+# decode depth: llama.cpp, then fastkv), and writes both engines' raw JSON plus one markdown table
+# side by side.
 #
 # usage:
 #   tools/scripts/compare_llamacpp.sh build                 # only fetch + build llama-bench
@@ -73,38 +74,40 @@ run_compare() {
   build_llamacpp
   mkdir -p "$outdir"
   local lc_json="$outdir/llamacpp_$label.json" fk_json="$outdir/fastkv_$label.json"
+  # Row by row, llama.cpp then fastkv: a slow phase of a shared machine (minutes long on a VM)
+  # then falls on both engines of a row, not on one engine's whole table.
   # llama-bench: -fa 1 (flash attention, as llama.cpp users run long context), prompt rows
   # (-p N -n 0) and decode rows at depth N (-n gen -d N), same KV dtype as fastkv.
-  echo "llama.cpp: $model p=$prompts n=$gen t=$threads kv=$kv" >&2
-  nice -n 0 "$LLAMA_BENCH" -m "$model" -p "$prompts" -n 0 -t "$threads" -r "$reps" -fa 1 \
-    -ctk "$kv" -ctv "$kv" -o json >"$lc_json.prefill.tmp"
-  nice -n 0 "$LLAMA_BENCH" -m "$model" -p 0 -n "$gen" -d "$depths" -t "$threads" -r "$reps" -fa 1 \
-    -ctk "$kv" -ctv "$kv" -o json >"$lc_json.decode.tmp"
-  python3 - "$lc_json.prefill.tmp" "$lc_json.decode.tmp" "$lc_json" <<'PY'
-import json, os, sys
-rows = json.load(open(sys.argv[1])) + json.load(open(sys.argv[2]))
-tmp = sys.argv[3] + ".tmp"
-with open(tmp, "w") as f:
-    json.dump(rows, f, indent=1)
-    f.flush(); os.fsync(f.fileno())
-os.replace(tmp, sys.argv[3])
-for p in sys.argv[1:3]:
-    os.remove(p)
-PY
-  echo "fastkv: $model p=$prompts n=$gen t=$threads kv=$kv" >&2
-  # fastkv: prefill rows (-n 0) and decode-only rows at the same depths, like llama-bench's.
-  "$FASTKV" bench --model "$model" -p "$prompts" -n 0 -t "$threads" -r "$reps" --kv-dtype "$kv" \
-    -o json --out-file "$fk_json.prefill"
-  # Decode rows fill the cache with random K/V of the right size (--fill random: a full cache of
-  # depth N, as llama-bench's untimed depth prefill leaves); decode speed does not depend on values.
-  "$FASTKV" bench --model "$model" -p 0 -n "$gen" -d "$depths" -t "$threads" -r "$reps" \
-    --kv-dtype "$kv" --fill random -o json --out-file "$fk_json.decode"
-  python3 - "$fk_json.prefill" "$fk_json.decode" "$fk_json" "$lc_json" "$outdir/compare_$label.md" \
+  # fastkv: the same prefill rows (-n 0) and decode-only rows at the same depths; decode rows
+  # fill the cache with random K/V of the right size (--fill random: a full cache of depth N, as
+  # llama-bench's untimed depth prefill leaves); decode speed does not depend on values.
+  ROWS_DIR=$(mktemp -d)  # global: the EXIT trap runs after this function's locals are gone
+  trap 'rm -rf "$ROWS_DIR"' EXIT  # also when a row fails
+  local row=0 p d
+  for p in ${prompts//,/ }; do
+    row=$((row + 1))
+    echo "row $row: prefill $p (llama.cpp, then fastkv) $model t=$threads kv=$kv" >&2
+    nice -n 0 "$LLAMA_BENCH" -m "$model" -p "$p" -n 0 -t "$threads" -r "$reps" -fa 1 \
+      -ctk "$kv" -ctv "$kv" -o json >"$ROWS_DIR/lc_$row.json"
+    "$FASTKV" bench --model "$model" -p "$p" -n 0 -t "$threads" -r "$reps" --kv-dtype "$kv" \
+      -o json --out-file "$ROWS_DIR/fk_$row.json"
+  done
+  for d in ${depths//,/ }; do
+    row=$((row + 1))
+    echo "row $row: decode $gen @ depth $d (llama.cpp, then fastkv) $model t=$threads kv=$kv" >&2
+    nice -n 0 "$LLAMA_BENCH" -m "$model" -p 0 -n "$gen" -d "$d" -t "$threads" -r "$reps" -fa 1 \
+      -ctk "$kv" -ctv "$kv" -o json >"$ROWS_DIR/lc_$row.json"
+    "$FASTKV" bench --model "$model" -p 0 -n "$gen" -d "$d" -t "$threads" -r "$reps" \
+      --kv-dtype "$kv" --fill random -o json --out-file "$ROWS_DIR/fk_$row.json"
+  done
+  python3 - "$ROWS_DIR" "$row" "$fk_json" "$lc_json" "$outdir/compare_$label.md" \
     "$label" "$threads" "$kv" <<'PY'
 import json, os, sys
-fk_pre, fk_dec, fk_out, lc_path, md_path, label, threads, kv = sys.argv[1:9]
-fk = json.load(open(fk_pre)) + json.load(open(fk_dec))
-lc = json.load(open(lc_path))
+rows_dir, n_rows, fk_out, lc_path, md_path, label, threads, kv = sys.argv[1:9]
+lc, fk = [], []
+for i in range(1, int(n_rows) + 1):
+    lc += json.load(open(os.path.join(rows_dir, f"lc_{i}.json")))
+    fk += json.load(open(os.path.join(rows_dir, f"fk_{i}.json")))
 
 def write_atomic(path, text):
     tmp = path + ".tmp"
@@ -112,8 +115,8 @@ def write_atomic(path, text):
         f.write(text); f.flush(); os.fsync(f.fileno())
     os.replace(tmp, path)
 
+write_atomic(lc_path, json.dumps(lc, indent=1))
 write_atomic(fk_out, json.dumps(fk, indent=1))
-os.remove(fk_pre); os.remove(fk_dec)
 lines = [f"| model | measure | llama.cpp tok/s | fastkv tok/s | ratio |", "|---|---|---|---|---|"]
 def lc_row(n_prompt, n_gen, depth):
     for r in lc:
