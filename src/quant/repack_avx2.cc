@@ -19,6 +19,8 @@
 
 #include <immintrin.h>
 
+#include "quant/repack_x_side.h"
+
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
@@ -31,59 +33,17 @@ namespace {
 constexpr int64_t kAhead = 32;  // blocks prefetched ahead, as the AVX-512 kernel
 constexpr int kMaxX = 4;        // x rows per pass: 8 codes + 4 sums + constants in 16 registers
 
-inline int32_t load_i32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 // Per type: group block bytes, offset of the codes (x16 block) and of x's codes (x block).
 struct Q4_0 {
   static constexpr size_t kBlock = 16 * 18, kCodes = 32, kXBlock = 34, kXCodes = 2;
+  static constexpr int kBias = 8;  // codes enter unsigned (nibble = code + 8)
   static constexpr bool kHasMin = false;
 };
 struct Q4_1 {
   static constexpr size_t kBlock = 16 * 20, kCodes = 64, kXBlock = 36, kXCodes = 4;
+  static constexpr int kBias = 0;
   static constexpr bool kHasMin = true;
 };
-
-// Per x row and block: the integer start (-8 * sum(x) for q4_0, 0 for q4_1), d_x and (q4_1) s_x.
-struct XSide {
-  std::vector<int32_t> start;  // [nx, nb]
-  std::vector<float> dx, sx;   // [nx, nb]
-};
-
-template <class T>
-void prepare_x(const uint8_t* xq, size_t xq_stride, int64_t nx, int64_t nb, XSide* s) {
-  const size_t count = static_cast<size_t>(nx * nb);
-  s->start.assign(count, 0);
-  s->dx.resize(count);
-  if constexpr (T::kHasMin) s->sx.resize(count);
-  for (int64_t i = 0; i < nx; ++i) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* xb = xq + i * xq_stride + b * T::kXBlock;
-      if constexpr (!T::kHasMin) {
-        // The 32 signed codes' sum, exactly: (x ^ 0x80) = x + 128 as unsigned bytes, by vpsadbw.
-        const __m256i u =
-            _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + T::kXCodes)),
-                             _mm256_set1_epi8(static_cast<char>(0x80)));
-        const __m256i s4 = _mm256_sad_epu8(u, _mm256_setzero_si256());
-        const __m128i s2 =
-            _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
-        const int32_t sum =
-            static_cast<int32_t>(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1)) - 32 * 128;
-        s->start[i * nb + b] = -8 * sum;
-      }
-      uint16_t h;
-      std::memcpy(&h, xb, 2);
-      s->dx[i * nb + b] = _cvtsh_ss(h);
-      if constexpr (T::kHasMin) {
-        std::memcpy(&h, xb + 2, 2);
-        s->sx[i * nb + b] = _cvtsh_ss(h);
-      }
-    }
-  }
-}
 
 // Half h (rows 8h..8h+7) of one group against kX x rows (from x row i0).
 template <class T, int kX>

@@ -26,6 +26,8 @@
 
 #include <immintrin.h>
 
+#include "quant/repack_x_side.h"
+
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
@@ -37,12 +39,6 @@ namespace {
 
 constexpr int64_t kAhead = 32;  // blocks prefetched ahead; measured 4 / 8 / 16 / 32: 32 best at 1,
                                 // 8 and 16 x rows (docs/KERNELS.md)
-
-inline int32_t load_i32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 // Per type: group block bytes, offsets of the codes (x16 block) and of x's codes (x block).
 struct Q4_0 {
@@ -66,47 +62,6 @@ struct Q8_0 {
   static constexpr bool kHasMin = false, kNibbles = false;
   static constexpr int kMaxX = 8;
 };
-
-// Per x row and block: the vpdpbusd start -kBias * sum(x), d_x and (q8_1) s_x as f32, shared by
-// every group of the call.
-struct XSide {
-  std::vector<int32_t> start;  // [nx, nb]
-  std::vector<float> dx, sx;   // [nx, nb]
-};
-
-template <class T>
-void prepare_x(const uint8_t* xq, size_t xq_stride, int64_t nx, int64_t nb, XSide* s) {
-  const size_t count = static_cast<size_t>(nx * nb);
-  s->start.resize(count);
-  s->dx.resize(count);
-  if constexpr (T::kHasMin) s->sx.resize(count);
-  for (int64_t i = 0; i < nx; ++i) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* xb = xq + i * xq_stride + b * T::kXBlock;
-      int32_t sum = 0;
-      if constexpr (T::kBias != 0) {
-        // The 32 signed codes' sum, exactly: (x ^ 0x80) = x + 128 as unsigned bytes, summed by
-        // vpsadbw in 4 groups of 8 (the scalar loop was ~5 % of a batched SmolLM2 step, all of it
-        // in the 512 tiles of the Q8_0 LM head).
-        const __m256i u =
-            _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + T::kXCodes)),
-                             _mm256_set1_epi8(static_cast<char>(0x80)));
-        const __m256i s4 = _mm256_sad_epu8(u, _mm256_setzero_si256());
-        const __m128i s2 =
-            _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
-        sum = static_cast<int32_t>(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1)) - 32 * 128;
-      }
-      s->start[i * nb + b] = -T::kBias * sum;
-      uint16_t h;
-      std::memcpy(&h, xb, 2);
-      s->dx[i * nb + b] = _cvtsh_ss(h);
-      if constexpr (T::kHasMin) {
-        std::memcpy(&h, xb + 2, 2);
-        s->sx[i * nb + b] = _cvtsh_ss(h);
-      }
-    }
-  }
-}
 
 // One group of 16 rows against kX x rows (from x row i0). Code word j (elements 4j..4j+3) of the
 // 16 rows is one vector; x's 4 bytes of word j are broadcast. With few x rows the 8-step vpdpbusd
