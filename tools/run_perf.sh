@@ -38,6 +38,7 @@ THREADS=${FKV_PERF_THREADS:-2}
 OUT=docs/results/perf
 MODELS=${FKV_PERF_MODELS:-/work/models}
 FASTKV=${FKV_BIN:-build/fastkv}  # a copy keeps a long run safe from rebuilds
+export FASTKV                      # compare_llamacpp.sh reads it too
 SMOL="${FASTKV_MODEL_DIR:-$HOME/.cache/fastkv/models}/SmolLM2-135M-Instruct.Q4_1.gguf"
 B1_BF16="$MODELS/llama-3.2-1b.bf16.gguf"
 B1_Q4_0="$MODELS/llama-3.2-1b.q4_0.gguf"
