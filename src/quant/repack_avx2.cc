@@ -79,8 +79,9 @@ void dot_half(const uint8_t* wg, int h, int64_t nb, const uint8_t* xq, size_t xq
           _mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])),
           _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7])));
       __m256i sum = _mm256_madd_epi16(s16, ones);
-      if constexpr (!T::kHasMin)
+      if constexpr (T::kBias != 0) {  // q4_0: the nibbles' +8, -8 * sum(x)
         sum = _mm256_add_epi32(sum, _mm256_set1_epi32(xs.start[(i0 + i) * nb + b]));
+      }
       const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(xs.dx[(i0 + i) * nb + b]));
       acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), s, acc[i]);
     }
