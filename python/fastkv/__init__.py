@@ -338,7 +338,8 @@ class GenerationStream:
 
     @property
     def result(self) -> Optional[GenerationOutput]:
-        """The whole ``GenerationOutput`` once the iterator is exhausted (None before)."""
+        """The whole ``GenerationOutput`` once the iterator is exhausted or the stream closed
+        (None before, even if the engine thread has already finished)."""
         d = self._s.result
         return None if d is None else GenerationOutput._from_core(d)
 

@@ -502,6 +502,7 @@ class GenerationStream {
         return piece;
       }
       if (state_->done) {
+        ended_ = true;
         if (!state_->error.empty() && !error_raised_) {
           error_raised_ = true;
           throw py::value_error(state_->error);
@@ -524,9 +525,13 @@ class GenerationStream {
       py::gil_scoped_release nogil;
       worker_.join();
     }
+    ended_ = true;
   }
 
+  // None until the caller has seen the end (the iterator exhausted, or close()): the engine
+  // thread may finish while pieces are still queued, and the answer must not depend on that race.
   py::object result() const {
+    if (!ended_) return py::none();
     std::lock_guard<std::mutex> lock(state_->mu);
     if (!state_->output) return py::none();
     return output_dict(*state_->output);
@@ -545,6 +550,7 @@ class GenerationStream {
   std::shared_ptr<State> state_;
   std::thread worker_;
   bool error_raised_ = false;
+  std::atomic<bool> ended_{false};  // the caller has seen the end (set by next() or close())
 };
 
 // ---- sessions -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 streaming, kept positions against --dump-selection, and the session API."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -73,6 +74,9 @@ def test_chat_generation_on_smollm2_equals_cli(smollm2):
 def test_stream_pieces_concatenate_to_the_text(stories):
     full = stories.generate(STORY_PROMPT, max_new_tokens=40, method="h2o")
     stream = stories.generate(STORY_PROMPT, max_new_tokens=40, method="h2o", stream=True)
+    # The engine thread finishes these 40 tokens within milliseconds: result stays None until the
+    # iterator itself has reached the end (it used to appear as soon as the thread was done).
+    time.sleep(0.3)
     assert stream.result is None
     pieces = list(stream)
     assert len(pieces) > 5 and all(isinstance(p, str) and p for p in pieces)
