@@ -86,7 +86,7 @@ def test_one_session_from_two_threads_is_serialised(stories):
 def test_the_gil_is_released_while_the_engine_computes(smollm2):
     # A Python thread keeps ticking while the main thread is inside m.logits(); with the GIL
     # held it would stall for the whole call.
-    ids = list(range(1000, 1600))
+    ids = list(range(1000, 3000))  # ~1 s here; 600 ids took ~0.25 s, close to the 0.2 s floor
     ticks = []
     stop = threading.Event()
 
