@@ -136,6 +136,12 @@ struct ServeContext {
   std::atomic<uint64_t> http_ok{0}, http_4xx{0}, http_5xx{0}, rejected_queue_full{0};
 };
 
+// send_error, counted in the context's 4xx / 5xx counters.
+void send_error(ServeContext& ctx, httplib::Response& res, const ApiError& e) {
+  (e.status >= 500 ? ctx.http_5xx : ctx.http_4xx).fetch_add(1);
+  send_error(res, e);
+}
+
 // What a validated request becomes, besides its Job.
 struct Parsed {
   std::shared_ptr<Job> job;
@@ -776,7 +782,7 @@ bool same_secret(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-bool authorised(const ServeContext& ctx, const httplib::Request& req, httplib::Response& res) {
+bool authorised(ServeContext& ctx, const httplib::Request& req, httplib::Response& res) {
   if (ctx.api_key.empty()) return true;
   const std::string h = req.get_header_value("Authorization");
   if (const auto token = bearer_token(h); token && same_secret(*token, ctx.api_key)) return true;
@@ -784,29 +790,22 @@ bool authorised(const ServeContext& ctx, const httplib::Request& req, httplib::R
   e.status = 401;
   e.message = h.empty() ? "missing API key: send 'Authorization: Bearer KEY'" : "invalid API key";
   e.code = "invalid_api_key";
-  send_error(res, e);
+  send_error(ctx, res, e);
   return false;
 }
 
 void handle_completion(ServeContext& ctx, bool chat, const httplib::Request& req,
                        httplib::Response& res) {
-  if (!authorised(ctx, req, res)) {
-    ctx.http_4xx.fetch_add(1);
-    return;
-  }
+  if (!authorised(ctx, req, res)) return;
   if (ctx.scheduler->stopping()) {
     ApiError e;
     e.status = 503;
     e.type = "server_error";
     e.message = "the server is shutting down";
-    ctx.http_5xx.fetch_add(1);
-    return send_error(res, e);
+    return send_error(ctx, res, e);
   }
   Parsed parsed;
-  if (auto e = parse_request(ctx, req.body, chat, parsed)) {
-    ctx.http_4xx.fetch_add(1);
-    return send_error(res, *e);
-  }
+  if (auto e = parse_request(ctx, req.body, chat, parsed)) return send_error(ctx, res, *e);
   switch (ctx.scheduler->submit(parsed.job)) {
     case Scheduler::Submit::kQueued:
       return respond(ctx, std::move(parsed), res);
@@ -817,16 +816,14 @@ void handle_completion(ServeContext& ctx, bool chat, const httplib::Request& req
       e.code = "queue_full";
       e.message = "the server's request queue is full; retry later";
       ctx.rejected_queue_full.fetch_add(1);
-      ctx.http_5xx.fetch_add(1);
-      return send_error(res, e);
+      return send_error(ctx, res, e);
     }
     case Scheduler::Submit::kStopping: {
       ApiError e;
       e.status = 503;
       e.type = "server_error";
       e.message = "the server is shutting down";
-      ctx.http_5xx.fetch_add(1);
-      return send_error(res, e);
+      return send_error(ctx, res, e);
     }
   }
 }
@@ -840,7 +837,8 @@ std::string metrics_text(ServeContext& ctx) {
                   value);
   };
   out +=
-      "# HELP fastkv_http_requests_total Completion requests answered, by outcome.\n"
+      "# HELP fastkv_http_requests_total HTTP answers by outcome: ok counts completions, the "
+      "errors count every endpoint.\n"
       "# TYPE fastkv_http_requests_total counter\n";
   out += strfmt("fastkv_http_requests_total{outcome=\"ok\"} %llu\n",
                 static_cast<unsigned long long>(ctx.http_ok.load()));
@@ -1064,8 +1062,7 @@ int cmd_serve(const std::vector<std::string>& args) {
     ApiError e;
     e.status = 411;
     e.message = strfmt("%s needs a Content-Length header or a chunked body", req.method.c_str());
-    ctx.http_4xx.fetch_add(1);
-    send_error(res, e);
+    send_error(ctx, res, e);
     return httplib::Server::HandlerResponse::Handled;
   });
   svr.set_exception_handler(
@@ -1081,8 +1078,7 @@ int cmd_serve(const std::vector<std::string>& args) {
         } catch (...) {
           e.message = "internal error";
         }
-        ctx.http_5xx.fetch_add(1);
-        send_error(res, e);
+        send_error(ctx, res, e);
       });
   svr.Post("/v1/completions", [&ctx](const httplib::Request& req, httplib::Response& res) {
     handle_completion(ctx, false, req, res);
@@ -1115,8 +1111,7 @@ int cmd_serve(const std::vector<std::string>& args) {
                                  dump(json(id)).c_str(), dump(json(ctx.model_id)).c_str());
               e.code = "model_not_found";
               e.param = "model";
-              ctx.http_4xx.fetch_add(1);
-              send_error(res, e);
+              send_error(ctx, res, e);
               return;
             }
             res.set_content(dump(model_object()), "application/json");
@@ -1128,8 +1123,7 @@ int cmd_serve(const std::vector<std::string>& args) {
       e.status = 405;
       e.message =
           strfmt("%s %s: this endpoint takes %s", req.method.c_str(), req.path.c_str(), allow);
-      ctx.http_4xx.fetch_add(1);
-      send_error(res, e);
+      send_error(ctx, res, e);
       res.set_header("Allow", allow);
     };
   };
