@@ -19,7 +19,7 @@
 
 #include <immintrin.h>
 
-#include "quant/repack_x_side.h"
+#include "quant/repack_kernels.h"
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -32,18 +32,6 @@ namespace {
 
 constexpr int64_t kAhead = 32;  // blocks prefetched ahead, as the AVX-512 kernel
 constexpr int kMaxX = 4;        // x rows per pass: 8 codes + 4 sums + constants in 16 registers
-
-// Per type: group block bytes, offset of the codes (x16 block) and of x's codes (x block).
-struct Q4_0 {
-  static constexpr size_t kBlock = 16 * 18, kCodes = 32, kXBlock = 34, kXCodes = 2;
-  static constexpr int kBias = 8;  // codes enter unsigned (nibble = code + 8)
-  static constexpr bool kHasMin = false;
-};
-struct Q4_1 {
-  static constexpr size_t kBlock = 16 * 20, kCodes = 64, kXBlock = 36, kXCodes = 4;
-  static constexpr int kBias = 0;
-  static constexpr bool kHasMin = true;
-};
 
 // Half h (rows 8h..8h+7) of one group against kX x rows (from x row i0).
 template <class T, int kX>

@@ -26,7 +26,7 @@
 
 #include <immintrin.h>
 
-#include "quant/repack_x_side.h"
+#include "quant/repack_kernels.h"
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -40,28 +40,10 @@ namespace {
 constexpr int64_t kAhead = 32;  // blocks prefetched ahead; measured 4 / 8 / 16 / 32: 32 best at 1,
                                 // 8 and 16 x rows (docs/KERNELS.md)
 
-// Per type: group block bytes, offsets of the codes (x16 block) and of x's codes (x block).
-struct Q4_0 {
-  static constexpr size_t kBlock = 16 * 18, kCodes = 32, kXBlock = 34, kXCodes = 2;
-  static constexpr int kBias = 8;  // codes enter unsigned (nibble = code + 8)
-  static constexpr bool kHasMin = false, kNibbles = true;
-  static constexpr int kMaxX = 8;
-};
-struct Q4_1 {
-  static constexpr size_t kBlock = 16 * 20, kCodes = 64, kXBlock = 36, kXCodes = 4;
-  static constexpr int kBias = 0;
-  static constexpr bool kHasMin = true, kNibbles = true;
-  // 8 x rows share one unpacking of the group's codes; the 8 min sums then spill a few registers
-  // to L1, still 5-9 % faster per x row than two passes of 4 (0.134 vs 0.141 ns per weight block
-  // and x row, 1536 x 576 in L2).
-  static constexpr int kMaxX = 8;
-};
-struct Q8_0 {
-  static constexpr size_t kBlock = 16 * 34, kCodes = 32, kXBlock = 34, kXCodes = 2;
-  static constexpr int kBias = 128;  // stored code ^ 0x80 = code + 128
-  static constexpr bool kHasMin = false, kNibbles = false;
-  static constexpr int kMaxX = 8;
-};
+// x rows per pass, every type: 8 share one unpacking of the group's codes. For q4_1 the 8 min sums
+// then spill a few registers to L1, still 5-9 % faster per x row than two passes of 4 (0.134 vs
+// 0.141 ns per weight block and x row, 1536 x 576 in L2).
+constexpr int kMaxX = 8;
 
 // One group of 16 rows against kX x rows (from x row i0). Code word j (elements 4j..4j+3) of the
 // 16 rows is one vector; x's 4 bytes of word j are broadcast. With few x rows the 8-step vpdpbusd
@@ -139,10 +121,10 @@ void dot_vnni(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq, 
     const uint8_t* wg = w + static_cast<size_t>(g * kRepackRows) * w_stride;
     float* yg = y + g * kRepackRows;
     int64_t i = 0;
-    for (; i + T::kMaxX <= nx; i += T::kMaxX) {
-      dot_group<T, T::kMaxX>(wg, nb, xq, xq_stride, xs, i, yg, y_stride);
+    for (; i + kMaxX <= nx; i += kMaxX) {
+      dot_group<T, kMaxX>(wg, nb, xq, xq_stride, xs, i, yg, y_stride);
     }
-    if (T::kMaxX > 4 && nx - i >= 4) {
+    if (nx - i >= 4) {  // then 4, 2, 1
       dot_group<T, 4>(wg, nb, xq, xq_stride, xs, i, yg, y_stride);
       i += 4;
     }

@@ -1,5 +1,6 @@
-// The x side of the x16 vector kernels (repack_avx2.cc, repack_avx512.cc): per x row and block
-// the integer start -bias * sum(x), d_x and (q4_1) s_x, shared by every group of a call.
+// What the x16 vector kernels (repack_avx2.cc, repack_avx512.cc) share: each type's group-block
+// layout (quant/repack.h) as constants, and the x side, i.e. per x row and block the integer start
+// -bias * sum(x), d_x and (q4_1) s_x, shared by every group of a call.
 // Included only by those two files, after <immintrin.h>: the anonymous namespace gives each its
 // own copy compiled with its own ISA flags (one shared inline copy could be the AVX-512 one).
 #pragma once
@@ -13,6 +14,24 @@
 namespace fkv::repack_detail {
 namespace {  // NOLINT(google-build-namespaces): one copy per ISA translation unit, on purpose
 
+// Per type: group block bytes, offsets of the codes (x16 block) and of x's codes (x block), the
+// bias that makes the stored codes unsigned, whether there are mins, whether codes are nibbles.
+struct Q4_0 {
+  static constexpr size_t kBlock = 16 * 18, kCodes = 32, kXBlock = 34, kXCodes = 2;
+  static constexpr int kBias = 8;  // codes enter unsigned (nibble = code + 8)
+  static constexpr bool kHasMin = false, kNibbles = true;
+};
+struct Q4_1 {
+  static constexpr size_t kBlock = 16 * 20, kCodes = 64, kXBlock = 36, kXCodes = 4;
+  static constexpr int kBias = 0;
+  static constexpr bool kHasMin = true, kNibbles = true;
+};
+struct Q8_0 {
+  static constexpr size_t kBlock = 16 * 34, kCodes = 32, kXBlock = 34, kXCodes = 2;
+  static constexpr int kBias = 128;  // stored code ^ 0x80 = code + 128
+  static constexpr bool kHasMin = false, kNibbles = false;
+};
+
 inline int32_t load_i32(const uint8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -24,8 +43,7 @@ struct XSide {
   std::vector<float> dx, sx;   // [nx, nb]
 };
 
-// T: kXBlock (x block bytes), kXCodes (offset of its codes), kBias (the unsigned weight codes'
-// offset: 8 for q4_0, 128 for q8_0, 0 for q4_1), kHasMin (q4_1: s_x too).
+// T: one of the layouts above.
 template <class T>
 void prepare_x(const uint8_t* xq, size_t xq_stride, int64_t nx, int64_t nb, XSide* s) {
   const size_t count = static_cast<size_t>(nx * nb);
