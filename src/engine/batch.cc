@@ -146,40 +146,7 @@ namespace {
 struct PrefillCancelled {};
 }  // namespace
 
-// Forwards every hook to the wrapped policy; select_kv (called once per layer of every prefill
-// pass, after that layer's attention) is where the prefill hands control back to the caller.
-class SteppedPrefill::YieldingPolicy : public KvPolicy {
- public:
-  YieldingPolicy(std::unique_ptr<KvPolicy> inner, SteppedPrefill* owner)
-      : inner_(std::move(inner)), owner_(owner) {}
-  std::string name() const override { return inner_->name(); }
-  void begin_prefill(const PolicyModelInfo& model, int n_prompt) override {
-    inner_->begin_prefill(model, n_prompt);
-  }
-  bool select_kv(const LayerView& lv, KeepLists& keep) override {
-    owner_->rows_in_piece_ += lv.n_rows;
-    if (owner_->rows_in_piece_ >= owner_->rows_per_piece_) owner_->yield_to_caller();
-    return inner_->select_kv(lv, keep);
-  }
-  bool select_rows(const LayerView& lv, std::vector<int32_t>& rows) override {
-    return inner_->select_rows(lv, rows);
-  }
-  std::optional<int> filter_layer() const override { return inner_->filter_layer(); }
-  void select_prompt(const LayerView& lv, std::vector<int32_t>& keep_tokens) override {
-    inner_->select_prompt(lv, keep_tokens);
-  }
-  bool on_decode(const DecodeView& dv, KeepLists& keep) override {
-    return inner_->on_decode(dv, keep);
-  }
-
- private:
-  std::unique_ptr<KvPolicy> inner_;
-  SteppedPrefill* owner_;
-};
-
-SteppedPrefill::SteppedPrefill(std::unique_ptr<KvPolicy> inner, int rows_per_piece)
-    : policy_(std::make_unique<YieldingPolicy>(std::move(inner), this)),
-      rows_per_piece_(std::max(1, rows_per_piece)) {
+SteppedPrefill::SteppedPrefill(int rows_per_piece) : rows_per_piece_(std::max(1, rows_per_piece)) {
   // Kernel thread counts are per thread: the worker takes the caller's.
   threads_ = num_threads();
 }
@@ -196,12 +163,16 @@ SteppedPrefill::~SteppedPrefill() {
   }
 }
 
-KvPolicy& SteppedPrefill::policy() { return *policy_; }
-
 void SteppedPrefill::start(Session& session, std::vector<int32_t> tokens) {
   FKV_CHECK(!started_, "SteppedPrefill::start called twice");
   started_ = true;
   tokens_ = std::move(tokens);
+  // The session keeps its own policy; the prefill pauses at the pass's layer boundaries, so no
+  // policy hook is wrapped or forwarded.
+  BatchAccess::impl(session).prefill_layer_hook = [this](int n_rows) {
+    rows_in_piece_ += n_rows;
+    if (rows_in_piece_ >= rows_per_piece_) yield_to_caller();
+  };
   thread_ = std::thread([this, s = &session] { worker_main(s); });
 }
 
@@ -210,6 +181,7 @@ void SteppedPrefill::worker_main(Session* session) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return worker_turn_; });
     if (cancelled_) {
+      BatchAccess::impl(*session).prefill_layer_hook = nullptr;
       done_ = true;
       worker_turn_ = false;
       cv_.notify_all();
@@ -223,6 +195,7 @@ void SteppedPrefill::worker_main(Session* session) {
   } catch (const PrefillCancelled&) {
     st = Status::error("prefill cancelled");
   }
+  BatchAccess::impl(*session).prefill_layer_hook = nullptr;
   std::lock_guard<std::mutex> lock(mu_);
   status_ = st;
   done_ = true;

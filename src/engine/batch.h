@@ -43,16 +43,15 @@ Status decode_batch(std::span<const BatchItem> items);
 // the prefill ends. So one piece costs at most max(rows_per_piece row-layers, one layer over the
 // whole prompt): a prompt of n <= rows_per_piece tokens runs ceil(rows_per_piece / n) layers per
 // piece; a longer prompt runs one layer per piece (a layer cannot be split without changing bits).
-// The session must have been made with the policy returned by policy() (a pass-through wrapper of
-// `inner` that marks the layer boundaries); only one of caller and prefill runs at any time.
+// The session runs under its own policy: the pause points are the prefill pass's layer boundaries
+// (a session hook), not a policy wrapper. Only one of caller and prefill runs at any time.
 class SteppedPrefill {
  public:
-  SteppedPrefill(std::unique_ptr<KvPolicy> inner, int rows_per_piece);
+  explicit SteppedPrefill(int rows_per_piece);
   ~SteppedPrefill();  // cancels an unfinished prefill and joins its thread
   SteppedPrefill(const SteppedPrefill&) = delete;
   SteppedPrefill& operator=(const SteppedPrefill&) = delete;
 
-  KvPolicy& policy();
   // Starts the prefill of `tokens` on `session` (copied); call once. Nothing runs until run_piece.
   void start(Session& session, std::vector<int32_t> tokens);
   // Runs one piece; true when the prefill has ended (then status() and logits() are final).
@@ -63,11 +62,9 @@ class SteppedPrefill {
   int pieces() const { return pieces_; }
 
  private:
-  class YieldingPolicy;
   void worker_main(Session* session);
   void yield_to_caller();  // worker side; throws to unwind when cancelled
 
-  std::unique_ptr<YieldingPolicy> policy_;
   int rows_per_piece_;
   std::vector<int32_t> tokens_;
   std::vector<float> logits_;

@@ -25,25 +25,51 @@ std::string SelectionRecord::to_json() const {
   return j.dump();
 }
 
+// An interruption (SessionOptions::interrupted) ends f() with an error and leaves each session of
+// `all` refusing later calls.
+template <class F>
+Status Session::guard_interrupt(std::span<Impl* const> all, F&& f) {
+  for (const Impl* s : all) {
+    if (s->was_interrupted) {
+      return Status::error(
+          "this session was interrupted during an earlier call and its cache is incomplete; start "
+          "a new session");
+    }
+  }
+  try {
+    return f();
+  } catch (const Impl::Interrupted&) {
+    for (Impl* s : all) s->was_interrupted = true;
+    return Status::error("interrupted");
+  }
+}
+
 Session::Session(const Model& model, KvPolicy& policy, const SessionOptions& opts)
     : impl_(std::make_unique<Impl>(model, policy, opts)) {}
 Session::~Session() = default;
 
 Status Session::prefill(std::span<const int32_t> tokens, std::vector<float>& logits) {
-  return impl_->prefill(tokens, logits, false);
+  Impl* const self[1] = {impl_.get()};
+  return guard_interrupt(self, [&] { return impl_->prefill(tokens, logits, false); });
 }
 Status Session::prefill_shared(std::span<Session* const> sessions, std::span<const int32_t> tokens,
                                std::vector<float>& logits) {
   if (sessions.empty()) return Status::error("prefill_shared: no sessions");
-  std::vector<Impl*> others;
-  for (size_t i = 1; i < sessions.size(); ++i) others.push_back(sessions[i]->impl_.get());
-  return sessions[0]->impl_->prefill_shared(tokens, others, logits);
+  std::vector<Impl*> all, others;
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    all.push_back(sessions[i]->impl_.get());
+    if (i > 0) others.push_back(sessions[i]->impl_.get());
+  }
+  return guard_interrupt(
+      all, [&] { return sessions[0]->impl_->prefill_shared(tokens, others, logits); });
 }
 Status Session::prefill_all_logits(std::span<const int32_t> tokens, std::vector<float>& logits) {
-  return impl_->prefill(tokens, logits, true);
+  Impl* const self[1] = {impl_.get()};
+  return guard_interrupt(self, [&] { return impl_->prefill(tokens, logits, true); });
 }
 Status Session::decode(int32_t token, std::vector<float>& logits) {
-  return impl_->decode(token, logits);
+  Impl* const self[1] = {impl_.get()};
+  return guard_interrupt(self, [&] { return impl_->decode(token, logits); });
 }
 Status Session::extend(std::span<const int32_t> tokens, std::vector<float>& logits) {
   if (tokens.empty()) return Status::error("extend: no tokens given");
@@ -65,8 +91,14 @@ Status Session::extend(std::span<const int32_t> tokens, std::vector<float>& logi
                  tokens[i], i, c.n_vocab));
     }
   }
-  for (int32_t t : tokens) FKV_RETURN_IF_ERROR(impl_->decode(t, logits));
-  return Status::ok();
+  Impl* const self[1] = {impl_.get()};
+  return guard_interrupt(self, [&] {
+    for (int32_t t : tokens) {
+      impl_->poll_interrupt();
+      FKV_RETURN_IF_ERROR(impl_->decode(t, logits));
+    }
+    return Status::ok();
+  });
 }
 Status Session::fill_random(int depth, uint64_t seed) {
   Impl& s = *impl_;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -50,6 +51,11 @@ struct SessionOptions {
   // attention and every policy's prefill scoring use the f32 rows before they are stored, so the
   // kept sets do not depend on it.
   DType kv_dtype = DType::kF16;
+  // Polled between prompt chunks and layers of a prefill and between the tokens of extend (on the
+  // calling thread, outside parallel regions): when it returns true the call stops within one
+  // chunk or layer and returns an error saying so, and the session refuses every later call (its
+  // cache is half-written). Ctrl-C in the Python module, SIGINT in eval.
+  std::function<bool()> interrupted;
 };
 
 class Session {
@@ -92,6 +98,9 @@ class Session {
  private:
   friend struct BatchAccess;  // engine/batch.cc: the multi-sequence step works on Impl directly
   struct Impl;
+  // Runs f() for the sessions `all`, turning an interruption into an error (engine.cc).
+  template <class F>
+  static Status guard_interrupt(std::span<Impl* const> all, F&& f);
   std::unique_ptr<Impl> impl_;
 };
 

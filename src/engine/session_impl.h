@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <optional>
 
 #include "core/thread_pool.h"
@@ -61,6 +62,16 @@ struct Session::Impl {
   SelectionRecord selection;
   Timing timing;
   bool prefilled = false;
+  // Called after each layer's attention in a prefill pass that applies the policy, with the rows
+  // that entered the layer (SteppedPrefill pauses there). Never touches the computation.
+  std::function<void(int n_rows)> prefill_layer_hook;
+  // Thrown by poll_interrupt() when opts.interrupted says so; caught at the Session API, which
+  // then refuses further calls (the cache is half-written).
+  struct Interrupted {};
+  bool was_interrupted = false;
+  void poll_interrupt() const {
+    if (opts.interrupted && opts.interrupted()) throw Interrupted{};
+  }
 
   // Scratch, sized on demand and reused.
   std::vector<float> xn, q, k, v, att, proj, gate, up;
@@ -96,6 +107,7 @@ struct Session::Impl {
   void for_each_chunk(int n, F&& f) const {
     const int64_t step = chunk_rows();
     for (int64_t r0 = 0; r0 < n;) {
+      poll_interrupt();
       int64_t nr = std::min<int64_t>(step, n - r0);
       if (n - (r0 + nr) < kXPanel) nr = n - r0;
       f(static_cast<int>(r0), static_cast<int>(nr));
@@ -253,6 +265,7 @@ struct Session::Impl {
       const LayerWeights& L = model.layer(il);
       const int n = rows.n();
       qkv_chunked(L, rows.x, n, rows.pos);
+      poll_interrupt();
       att.resize(static_cast<size_t>(n) * c.n_heads * c.head_dim);
       // Causal by original position (and the sliding window, when the model has one).
       const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
@@ -265,6 +278,8 @@ struct Session::Impl {
         policy.select_prompt(lv, *po.prompt_select);
         return Status::ok();
       }
+      poll_interrupt();
+      if (po.apply_policy && prefill_layer_hook) prefill_layer_hook(n);
       for (Impl* b : branches) {
         LayerView blv = lv;
         blv.model = &b->info;

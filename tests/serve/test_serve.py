@@ -112,9 +112,11 @@ class Server:
 
 
 def cli_generate(model, prompt, max_tokens, *, chat=False, method=None, temperature=0.0, seed=None,
-                 top_p=None):
+                 top_p=None, ignore_eos=False):
     cmd = [FASTKV, "generate", "--model", model, "--prompt", prompt, "--max-new-tokens",
            str(max_tokens), "--temperature", str(temperature), "--threads", "2", "--no-stream"]
+    if ignore_eos:
+        cmd.append("--ignore-eos")
     if chat:
         cmd.append("--chat")
     if method:
@@ -128,6 +130,24 @@ def cli_generate(model, prompt, max_tokens, *, chat=False, method=None, temperat
     text = out.stdout.decode("utf-8")
     assert text.endswith("\n")
     return text[:-1]
+
+
+def raw_exchange(port, request_bytes, timeout=10):
+    """Sends raw bytes; returns (head, body, seconds to the whole answer)."""
+    t0 = time.time()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request_bytes)
+        reply = b""
+        while True:
+            head, sep, body = reply.partition(b"\r\n\r\n")
+            m = re.search(rb"Content-Length: (\d+)", head)
+            if sep and m and len(body) >= int(m.group(1)):
+                break
+            chunk = sock.recv(65536)
+            assert chunk, reply
+            reply += chunk
+    head, _, body = reply.decode("utf-8", "replace").partition("\r\n\r\n")
+    return head, body, time.time() - t0
 
 
 def check_error(status, text, want_status, want_in=None, param=None):
@@ -232,6 +252,49 @@ def kv_compression_per_request_matches_cli(s):
             extra = r.usage.model_extra
             assert extra["kv_method"] == spec, extra
             assert extra["kv_cache_bytes"] < full.usage.model_extra["kv_cache_bytes"], (spec, extra)
+
+
+# Every method the engine has, with options that compress on stories260K's short prompts.
+EVERY_METHOD = ["fullkv", "fastkv:tsp_rate=0.3,retain_rate=0.2", "snapkv:retain_rate=0.2",
+                "pyramidkv:retain_rate=0.2", "adakv:retain_rate=0.2",
+                "streamingllm:retain_rate=0.2", "h2o:retain_rate=0.2",
+                "gemfilter:retain_rate=0.2", "pyramidinfer:retain_rate=0.5"]
+
+
+@test
+def every_method_4_at_once_64_tokens_equals_cli(s):
+    """Each method: 4 requests at once (2 streaming, 2 not), 64 tokens past EOS, so that
+    decode-time hooks run in the batched step (PyramidInfer compacts at step 16 and after); each
+    answer equals `fastkv generate` with the same options."""
+    c = s.client()
+    listed = subprocess.run([FASTKV, "generate", "--help"], capture_output=True, text=True,
+                            env=ENV).stdout
+    for spec in EVERY_METHOD:
+        assert spec.split(":")[0] in listed, (spec, "not in generate --help")
+    prompts = [" ".join(STORY_PROMPTS[i:] + STORY_PROMPTS[:i]) * 2 for i in range(4)]
+    for spec in EVERY_METHOD:
+        want = [cli_generate(STORIES, p, 64, method=spec, ignore_eos=True) for p in prompts]
+        got = [None] * 4
+
+        def run(i):
+            body = {"kv_compression": spec, "ignore_eos": True}
+            if i % 2 == 0:
+                r = c.completions.create(model="m", prompt=prompts[i], max_tokens=64,
+                                         temperature=0, extra_body=body)
+                assert r.usage.completion_tokens == 64, (spec, r.usage)
+                got[i] = r.choices[0].text
+            else:
+                got[i] = "".join(ch.choices[0].text for ch in c.completions.create(
+                    model="m", prompt=prompts[i], max_tokens=64, temperature=0, stream=True,
+                    extra_body=body))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got == want, (spec, got, want)
+    assert s.proc.poll() is None, "the server died"
 
 
 @test
@@ -340,6 +403,17 @@ def bad_input_gets_4xx_and_disturbs_nothing(s):
         (json.dumps({"prompt": "word " * 3000}).encode(), 400, "context length", "prompt"),
         (json.dumps({"prompt": [1, 2, 999999]}).encode(), 400, "token id", "prompt"),
         (json.dumps({"prompt": ["a", "b"]}).encode(), 400, "one prompt", "prompt"),
+        (json.dumps({"prompt": [1.5, 2]}).encode(), 400, "prompt token 0 (1.5) is not a token id",
+         "prompt"),
+        (json.dumps({"prompt": []}).encode(), 400, "empty array", "prompt"),
+        (json.dumps({"prompt": "x", "top_p": 1.5}).encode(), 400, "(0, 1], got 1.5", "top_p"),
+        (json.dumps({"prompt": "x", "top_p": 0}).encode(), 400, "(0, 1], got 0", "top_p"),
+        (json.dumps({"prompt": "x", "kv_compression": {"method": "fastkv", "tsp_rate": "0.2"}})
+         .encode(), 400, "'tsp_rate' must be a number, got \"0.2\"", "kv_compression.tsp_rate"),
+        (json.dumps({"prompt": "x", "kv_compression": {"method": "snapkv", "kv_budget": 8.5}})
+         .encode(), 400, "must be an integer", "kv_compression.kv_budget"),
+        (json.dumps({"prompt": "x", "kv_compression": {"method": "snapkv", "pooling": 1}})
+         .encode(), 400, "must be a string", "kv_compression.pooling"),
         (json.dumps({"prompt": "x", "seed": -1}).encode(), 400, None, "seed"),
         (json.dumps({"prompt": "x", "stop": ["a", 3]}).encode(), 400, None, "stop"),
         (json.dumps({"prompt": "x", "logprobs": 50}).encode(), 400, None, "logprobs"),
@@ -364,6 +438,12 @@ def bad_input_gets_4xx_and_disturbs_nothing(s):
     st, text = s.request("POST", "/v1/chat/completions",
                          body={"messages": [{"role": "user", "content": "hi"}]})
     check_error(st, text, 400, "chat template", "messages")  # stories260K has none
+    # A user message without text is a client bug, not an empty turn.
+    for content, needle in [(None, "missing or null"), ([], "empty array"),
+                            (5, "got 5"), ([{"type": "image_url"}], "parts must be")]:
+        st, text = s.request("POST", "/v1/chat/completions",
+                             body={"messages": [{"role": "user", "content": content}]})
+        check_error(st, text, 400, needle, "messages[0].content")
     # API key: missing, wrong.
     st, text = s.request("POST", "/v1/completions", body={"prompt": "x"},
                          headers={"Authorization": ""})
@@ -371,6 +451,14 @@ def bad_input_gets_4xx_and_disturbs_nothing(s):
     st, text = s.request("POST", "/v1/completions", body={"prompt": "x"},
                          headers={"Authorization": "Bearer wrong"})
     check_error(st, text, 401, "invalid API key")
+    # A space inside the token is not the key; trailing spaces are the header's optional white
+    # space, not part of its value (RFC 9110 5.5), so "Bearer KEY " is the key.
+    st, text = s.request("POST", "/v1/completions", body={"prompt": "x"},
+                         headers={"Authorization": f"Bearer {API_KEY} x"})
+    check_error(st, text, 401, "invalid API key")
+    st, text = s.request("POST", "/v1/completions", body={"prompt": "x", "max_tokens": 1},
+                         headers={"Authorization": f"Bearer {API_KEY} "})
+    assert st == 200, (st, text)
     try:
         s.client(key="wrong").completions.create(model="m", prompt="x", max_tokens=2)
         raise AssertionError("wrong key accepted")
@@ -392,6 +480,28 @@ def bad_input_gets_4xx_and_disturbs_nothing(s):
     head, _, text = reply.decode("utf-8", "replace").partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 411"), head
     check_error(411, text, 411, "Content-Length")
+    # A malformed or oversized Content-Length: answered at once, before any body is read.
+    for length, status, needle in [("-1", 400, "not a byte count"), ("12abc", 400, "not a byte"),
+                                   ("99999999999999999999", 413, "--max-body"),
+                                   ("300000", 413, "--max-body")]:
+        head, text, seconds = raw_exchange(
+            s.port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+            length.encode() + b"\r\nAuthorization: Bearer " + API_KEY.encode() + b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status}"), (length, head)
+        check_error(status, text, status, needle)
+        assert seconds < 1.0, (length, seconds)
+    # OPTIONS / PATCH on a known path: 405 with Allow, as the other wrong methods.
+    for method, path, allow in [("OPTIONS", "/v1/completions", "POST"),
+                                ("PATCH", "/v1/chat/completions", "POST"),
+                                ("OPTIONS", "/health", "GET"),
+                                ("OPTIONS", "/v1/models/stories260K.gguf", "GET")]:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        conn.request(method, path, headers={"Authorization": f"Bearer {API_KEY}"})
+        r = conn.getresponse()
+        text = r.read().decode()
+        conn.close()
+        assert r.status == 405 and r.getheader("Allow") == allow, (method, path, r.status)
+        check_error(r.status, text, 405, f"takes {allow}")
     t.join()
     assert got == [want], (got, want)
     # The server still answers normally.
@@ -404,6 +514,8 @@ def bad_input_gets_4xx_and_disturbs_nothing(s):
 def bad_flags_exit_nonzero_naming_the_flag(s):
     del s  # a server of its own per case, none of which may start
     cases = [(["--api-key", ""], "--api-key is empty"), (["--api-key", " k"], "--api-key"),
+             (["--model-name", ""], "--model-name"), (["--model-name", "  "], "--model-name"),
+             (["--max-connections", "0"], "--max-connections"),
              (["--parallel", "0"], "--parallel"), (["--kv-memory", "12XB"], "--kv-memory"),
              (["--port", "99999"], "--port"), (["--method", "fastkv:tsp_rate=2"], "tsp_rate")]
     for extra, needle in cases:
@@ -411,6 +523,38 @@ def bad_flags_exit_nonzero_naming_the_flag(s):
                            capture_output=True, text=True, timeout=60, env=ENV)
         assert r.returncode != 0, (extra, r.returncode, r.stderr[-500:])
         assert needle in r.stderr and "listening" not in r.stderr, (extra, r.stderr[-500:])
+
+
+@test
+def second_server_on_a_used_port_fails_at_start(s):
+    r = subprocess.run([FASTKV, "serve", "--model", STORIES, "--port", str(s.port)],
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode != 0, r.stderr[-500:]
+    assert f"port {s.port} is already in use" in r.stderr, r.stderr[-500:]
+    assert "listening" not in r.stderr
+
+
+@test
+def idle_connections_do_not_starve_health(s):
+    """500 idle TCP connections open: /health still answers within 1 s, and so does a completion
+    (one thread per connection, made on demand; idle ones close after the keep-alive timeout)."""
+    socks = []
+    try:
+        for _ in range(500):
+            socks.append(socket.create_connection(("127.0.0.1", s.port), timeout=10))
+        time.sleep(0.3)
+        t0 = time.time()
+        status, text = s.request("GET", "/health")
+        assert status == 200 and time.time() - t0 < 1.0, (status, time.time() - t0)
+        # A slow client that sent half a request line holds only its own connection.
+        socks[0].sendall(b"POST /v1/compl")
+        t0 = time.time()
+        r = s.client().completions.create(model="m", prompt="Once upon a time", max_tokens=4,
+                                          temperature=0)
+        assert r.choices[0].text and time.time() - t0 < 5.0, time.time() - t0
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 @test

@@ -1,19 +1,28 @@
 // fastkv serve: an OpenAI-compatible HTTP server (cpp-httplib) over the batched engine step.
 // HTTP threads validate a request, turn it into a Job and stream its tokens; one scheduler thread
-// (cli/serve_scheduler.h) owns the model and runs the steps. Design: docs/SERVING.md.
+// (serve/scheduler.h); request validation is serve/request.h owns the model and runs the steps.
+// Design: docs/SERVING.md.
 #include <httplib.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <ctime>
+#include <deque>
 #include <filesystem>
+#include <functional>
 #include <limits>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -23,113 +32,38 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "cli/serve_scheduler.h"
 #include "core/parse_number.h"
 #include "engine/app.h"
 #include "engine/batch.h"
 #include "kernels/matmul.h"
 #include "kv/method_spec.h"
+#include "serve/request.h"
+#include "serve/scheduler.h"
 
 namespace fkv::cli {
 namespace {
 
 using json = nlohmann::json;
+using serve::ApiError;
+using serve::bad;
+using serve::dump;
+using serve::error_json;
 using serve::Job;
+using serve::Parsed;
 using serve::Scheduler;
-
-// ---- errors, OpenAI style: {"error": {"message", "type", "param", "code"}} ----
-
-struct ApiError {
-  int status = 400;
-  std::string message;
-  std::string type = "invalid_request_error";
-  std::string param;  // empty: null
-  std::string code;   // empty: null
-};
-
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-json error_json(const ApiError& e) {
-  json err = {{"message", e.message}, {"type", e.type}};
-  err["param"] = e.param.empty() ? json(nullptr) : json(e.param);
-  err["code"] = e.code.empty() ? json(nullptr) : json(e.code);
-  return {{"error", err}};
-}
 
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
   res.set_content(dump(error_json(e)), "application/json");
 }
 
-ApiError bad(const std::string& param, const std::string& message) {
-  ApiError e;
-  e.param = param;
-  e.message = message;
-  return e;
-}
-
-// ---- typed reads of request fields (null counts as absent) ----
-
-const json* field(const json& body, const char* key) {
-  auto it = body.find(key);
-  if (it == body.end() || it->is_null()) return nullptr;
-  return &*it;
-}
-
-std::optional<ApiError> read_int(const json& body, const char* key, int64_t lo, int64_t hi,
-                                 std::optional<int64_t>& out) {
-  const json* v = field(body, key);
-  if (v == nullptr) return std::nullopt;
-  if (!v->is_number_integer())
-    return bad(key, strfmt("'%s' must be an integer, got %s", key, dump(*v).c_str()));
-  if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(hi)) {
-    return bad(key, strfmt("'%s' must be in [%lld, %lld], got %s", key, static_cast<long long>(lo),
-                           static_cast<long long>(hi), dump(*v).c_str()));
-  }
-  const int64_t x = v->get<int64_t>();
-  if (x < lo || x > hi) {
-    return bad(key, strfmt("'%s' must be in [%lld, %lld], got %s", key, static_cast<long long>(lo),
-                           static_cast<long long>(hi), dump(*v).c_str()));
-  }
-  out = x;
-  return std::nullopt;
-}
-
-std::optional<ApiError> read_number(const json& body, const char* key, double lo, double hi,
-                                    std::optional<double>& out) {
-  const json* v = field(body, key);
-  if (v == nullptr) return std::nullopt;
-  if (!v->is_number())
-    return bad(key, strfmt("'%s' must be a number, got %s", key, dump(*v).c_str()));
-  const double x = v->get<double>();
-  if (!std::isfinite(x) || x < lo || x > hi) {
-    return bad(key, strfmt("'%s' must be in [%g, %g], got %s", key, lo, hi, dump(*v).c_str()));
-  }
-  out = x;
-  return std::nullopt;
-}
-
-std::optional<ApiError> read_bool(const json& body, const char* key, bool& out) {
-  const json* v = field(body, key);
-  if (v == nullptr) return std::nullopt;
-  if (!v->is_boolean())
-    return bad(key, strfmt("'%s' must be true or false, got %s", key, dump(*v).c_str()));
-  out = v->get<bool>();
-  return std::nullopt;
-}
-
 // ---- the server ----
 
-struct ServeContext {
-  const Model* model = nullptr;
-  const Tokenizer* tok = nullptr;
+// The request side's context (model, tokenizer, defaults) and the HTTP side's state.
+struct ServeContext : serve::RequestContext {
   Scheduler* scheduler = nullptr;
   std::string model_id;
   std::string api_key;
-  PolicyOptions default_method;
-  int default_max_tokens = 256;
-  size_t kv_memory = 0;
-  std::vector<int32_t> stop_ids;
   std::atomic<uint64_t> next_id{1};
   std::atomic<int> open_responses{0};
   // Prometheus counters of the HTTP side.
@@ -140,317 +74,6 @@ struct ServeContext {
 void send_error(ServeContext& ctx, httplib::Response& res, const ApiError& e) {
   (e.status >= 500 ? ctx.http_5xx : ctx.http_4xx).fetch_add(1);
   send_error(res, e);
-}
-
-// What a validated request becomes, besides its Job.
-struct Parsed {
-  std::shared_ptr<Job> job;
-  bool chat = false;
-  bool stream = false;
-  bool include_usage = false;
-  bool logprobs = false;
-  std::vector<std::string> stop;
-};
-
-std::optional<ApiError> parse_kv_compression(const ServeContext& ctx, const json& body,
-                                             PolicyOptions& out) {
-  const json* v = field(body, "kv_compression");
-  if (v == nullptr) {
-    out = ctx.default_method;
-    return std::nullopt;
-  }
-  if (v->is_string()) {
-    auto po = parse_method_spec(v->get<std::string>());
-    if (!po) return bad("kv_compression", "kv_compression: " + po.error());
-    out = *po;
-  } else if (v->is_object()) {
-    const json* m = field(*v, "method");
-    if (m == nullptr || !m->is_string()) {
-      return bad("kv_compression.method",
-                 "kv_compression: 'method' must be a string (fullkv, fastkv, snapkv, ...)");
-    }
-    auto po = parse_method_spec(m->get<std::string>());
-    if (!po) return bad("kv_compression.method", "kv_compression: " + po.error());
-    out = *po;
-    for (auto it = v->begin(); it != v->end(); ++it) {
-      if (it.key() == "method") continue;
-      std::string text;
-      const json& val = it.value();
-      if (val.is_string()) {
-        text = val.get<std::string>();
-      } else if (val.is_boolean()) {
-        text = val.get<bool>() ? "true" : "false";
-      } else if (val.is_number()) {
-        text = val.dump();
-      } else {
-        return bad("kv_compression." + it.key(),
-                   strfmt("kv_compression: '%s' must be a number, string or boolean, got %s",
-                          it.key().c_str(), dump(val).c_str()));
-      }
-      if (auto st = set_method_option(out, it.key(), text); !st) {
-        return bad("kv_compression." + it.key(), "kv_compression: " + st.message());
-      }
-    }
-  } else {
-    return bad("kv_compression",
-               "kv_compression must be an object {\"method\": ..., option: value} or a spec "
-               "string like \"fastkv:tsp_rate=0.2\"");
-  }
-  // The method's own checks against the model (ranges, exclusive options), as the CLI runs them.
-  auto policy = make_policy(out, ctx.model->policy_info());
-  if (!policy) return bad("kv_compression", "kv_compression: " + policy.error());
-  return std::nullopt;
-}
-
-std::optional<ApiError> parse_messages(const ServeContext& ctx, const json& body,
-                                       std::vector<int32_t>& ids) {
-  const json* v = field(body, "messages");
-  if (v == nullptr || !v->is_array() || v->empty()) {
-    return bad("messages", "'messages' must be a non-empty array of {role, content}");
-  }
-  std::vector<ChatMessage> msgs;
-  for (size_t i = 0; i < v->size(); ++i) {
-    const json& m = (*v)[i];
-    const std::string p = strfmt("messages[%zu]", i);
-    if (!m.is_object()) return bad(p, p + " must be an object {role, content}");
-    const json* role = field(m, "role");
-    if (role == nullptr || !role->is_string())
-      return bad(p + ".role", p + ".role must be a string");
-    // Any other role would reach the template as-is (a typo renders as a speaker of that name).
-    if (const std::string& r = role->get_ref<const std::string&>();
-        r != "system" && r != "user" && r != "assistant") {
-      return bad(p + ".role", strfmt("%s.role %s is not one of system, user, assistant", p.c_str(),
-                                     dump(*role).c_str()));
-    }
-    const json* content = field(m, "content");
-    std::string text;
-    if (content == nullptr) {
-      text.clear();
-    } else if (content->is_string()) {
-      text = content->get<std::string>();
-    } else if (content->is_array()) {
-      for (const json& part : *content) {
-        const json* type = part.is_object() ? field(part, "type") : nullptr;
-        const json* t = part.is_object() ? field(part, "text") : nullptr;
-        if (type == nullptr || !type->is_string() || type->get<std::string>() != "text" ||
-            t == nullptr || !t->is_string()) {
-          return bad(p + ".content",
-                     p + ".content parts must be {\"type\": \"text\", \"text\": ...}");
-        }
-        text += t->get<std::string>();
-      }
-    } else {
-      return bad(p + ".content", p + ".content must be a string or an array of text parts");
-    }
-    msgs.push_back({role->get<std::string>(), text});
-  }
-  auto rendered = render_chat(*ctx.tok, msgs, "");
-  if (!rendered) return bad("messages", rendered.error());
-  // As encode_prompt with chat: the template writes BOS itself.
-  ids = ctx.tok->encode(*rendered, /*add_special_tokens=*/false);
-  if (ids.empty()) return bad("messages", "the messages encode to no tokens");
-  return std::nullopt;
-}
-
-std::optional<ApiError> parse_prompt(const ServeContext& ctx, const json& body,
-                                     std::vector<int32_t>& ids) {
-  const json* v = field(body, "prompt");
-  if (v == nullptr) return bad("prompt", "'prompt' is required");
-  const json* p = v;
-  if (v->is_array() && v->size() == 1 && ((*v)[0].is_string() || (*v)[0].is_array())) p = &(*v)[0];
-  if (p->is_string()) {
-    PromptOptions po;
-    auto enc = encode_prompt(*ctx.tok, p->get<std::string>(), po);
-    if (!enc) return bad("prompt", enc.error());
-    ids = std::move(enc.value());
-    return std::nullopt;
-  }
-  if (p->is_array() && !p->empty() && (*p)[0].is_number_integer()) {
-    for (size_t i = 0; i < p->size(); ++i) {
-      const json& t = (*p)[i];
-      if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
-          t.get<int64_t>() >= ctx.model->config().n_vocab) {
-        return bad("prompt", strfmt("prompt token %zu (%s) is not a token id in [0, %d)", i,
-                                    dump(t).c_str(), ctx.model->config().n_vocab));
-      }
-      ids.push_back(t.get<int32_t>());
-    }
-    return std::nullopt;
-  }
-  if (v->is_array() && v->size() > 1) {
-    return bad("prompt", "only one prompt per request is supported (send one request each)");
-  }
-  return bad("prompt", "'prompt' must be a string, a one-element array of strings, or token ids");
-}
-
-std::optional<ApiError> parse_request(ServeContext& ctx, const std::string& text, bool chat,
-                                      Parsed& out) {
-  json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) return bad("", "the request body is not valid JSON");
-  if (!body.is_object()) return bad("", "the request body must be a JSON object");
-  out.chat = chat;
-  auto job = std::make_shared<Job>();
-  if (const json* m = field(body, "model"); m != nullptr && !m->is_string()) {
-    return bad("model", "'model' must be a string");
-  }
-  std::optional<int64_t> n;
-  if (auto e = read_int(body, "n", 1, 1 << 20, n)) return e;
-  if (n && *n != 1)
-    return bad("n", strfmt("'n' must be 1 (got %lld): send one request per completion",
-                           static_cast<long long>(*n)));
-  std::optional<int64_t> best_of;
-  if (auto e = read_int(body, "best_of", 1, 1 << 20, best_of)) return e;
-  if (best_of && *best_of != 1) return bad("best_of", "'best_of' other than 1 is not supported");
-  for (const char* k : {"presence_penalty", "frequency_penalty"}) {
-    std::optional<double> pen;
-    if (auto e = read_number(body, k, -2.0, 2.0, pen)) return e;
-    if (pen && *pen != 0.0) return bad(k, strfmt("'%s' is not supported (only 0)", k));
-  }
-  bool echo = false;
-  if (auto e = read_bool(body, "echo", echo)) return e;
-  if (echo) return bad("echo", "'echo' is not supported");
-  if (const json* lb = field(body, "logit_bias");
-      lb != nullptr && !(lb->is_object() && lb->empty())) {
-    return bad("logit_bias", "'logit_bias' is not supported");
-  }
-  // Fields that would change the output's meaning are refused, not ignored.
-  for (const char* k : {"tools", "functions"}) {
-    if (const json* t = field(body, k);
-        t != nullptr && !t->is_null() && !(t->is_array() && t->empty())) {
-      return bad(k, strfmt("'%s' (function calling) is not supported", k));
-    }
-  }
-  for (const char* k : {"tool_choice", "function_call"}) {
-    if (const json* t = field(body, k);
-        t != nullptr && !t->is_null() && !(t->is_string() && (*t == "none" || *t == "auto"))) {
-      return bad(k, strfmt("'%s' other than \"none\" or \"auto\" is not supported (no tools)", k));
-    }
-  }
-  if (const json* rf = field(body, "response_format"); rf != nullptr && !rf->is_null()) {
-    const json* type = rf->is_object() ? field(*rf, "type") : nullptr;
-    if (type == nullptr || !type->is_string()) {
-      return bad("response_format", "'response_format' must be an object {\"type\": ...}");
-    }
-    if (*type != "text") {
-      return bad("response_format.type",
-                 strfmt("'response_format' type %s is not supported (only \"text\")",
-                        dump(*type).c_str()));
-    }
-  }
-  if (const json* sf = field(body, "suffix");
-      sf != nullptr && !sf->is_null() &&
-      !(sf->is_string() && sf->get_ref<const std::string&>().empty())) {
-    return bad("suffix", "'suffix' (insertion) is not supported");
-  }
-
-  if (chat) {
-    if (auto e = parse_messages(ctx, body, job->prompt)) return e;
-  } else {
-    if (auto e = parse_prompt(ctx, body, job->prompt)) return e;
-  }
-  const int n_ctx = ctx.model->config().n_ctx;
-  const int n_prompt = static_cast<int>(job->prompt.size());
-  if (n_prompt >= n_ctx) {
-    ApiError e =
-        bad(chat ? "messages" : "prompt",
-            strfmt("the prompt has %d tokens; the model's context length is %d", n_prompt, n_ctx));
-    e.code = "context_length_exceeded";
-    return e;
-  }
-  std::optional<int64_t> max_tokens;
-  const char* max_key = "max_tokens";
-  if (chat && field(body, "max_completion_tokens") != nullptr) max_key = "max_completion_tokens";
-  if (auto e = read_int(body, max_key, 1, std::numeric_limits<int32_t>::max(), max_tokens))
-    return e;
-  if (max_tokens) {
-    if (n_prompt + *max_tokens > n_ctx) {
-      ApiError e = bad(
-          max_key, strfmt("%s %lld + the prompt's %d tokens exceed the model's context length %d",
-                          max_key, static_cast<long long>(*max_tokens), n_prompt, n_ctx));
-      e.code = "context_length_exceeded";
-      return e;
-    }
-    job->max_tokens = static_cast<int>(*max_tokens);
-  } else {
-    job->max_tokens = std::min(ctx.default_max_tokens, n_ctx - n_prompt);
-  }
-
-  std::optional<double> temperature, top_p;
-  if (auto e = read_number(body, "temperature", 0.0, 2.0, temperature)) return e;
-  if (auto e = read_number(body, "top_p", 0.0, 1.0, top_p)) return e;
-  if (top_p && *top_p <= 0.0) return bad("top_p", "'top_p' must be in (0, 1]");
-  job->sampler.temperature = static_cast<float>(temperature.value_or(1.0));
-  job->sampler.top_p = static_cast<float>(top_p.value_or(1.0));
-  if (const json* seed = field(body, "seed")) {
-    if (!seed->is_number_integer() || (!seed->is_number_unsigned() && seed->get<int64_t>() < 0)) {
-      return bad("seed",
-                 strfmt("'seed' must be an integer in [0, 2^64), got %s", dump(*seed).c_str()));
-    }
-    job->sampler.seed = seed->get<uint64_t>();
-  }
-  // Not OpenAI fields, but what llama.cpp's server and vLLM accept too: top_k, and ignore_eos
-  // (benchmarks: decode a fixed number of tokens).
-  std::optional<int64_t> top_k;
-  if (auto e = read_int(body, "top_k", 0, std::numeric_limits<int32_t>::max(), top_k)) return e;
-  job->sampler.top_k = static_cast<int>(top_k.value_or(0));
-  if (auto st = validate_sampler_config(job->sampler); !st) return bad("", st.message());
-  bool ignore_eos = false;
-  if (auto e = read_bool(body, "ignore_eos", ignore_eos)) return e;
-
-  if (const json* stop = field(body, "stop")) {
-    if (stop->is_string()) {
-      out.stop.push_back(stop->get<std::string>());
-    } else if (stop->is_array() && stop->size() <= 4) {
-      for (const json& s : *stop) {
-        if (!s.is_string()) return bad("stop", "'stop' entries must be strings");
-        out.stop.push_back(s.get<std::string>());
-      }
-    } else {
-      return bad("stop", "'stop' must be a string or an array of at most 4 strings");
-    }
-    for (const auto& s : out.stop) {
-      if (s.empty()) return bad("stop", "'stop' strings must not be empty");
-    }
-  }
-  if (auto e = read_bool(body, "stream", out.stream)) return e;
-  if (const json* so = field(body, "stream_options")) {
-    if (!so->is_object()) return bad("stream_options", "'stream_options' must be an object");
-    if (!out.stream) return bad("stream_options", "'stream_options' needs \"stream\": true");
-    if (auto e = read_bool(*so, "include_usage", out.include_usage)) {
-      e->param = "stream_options.include_usage";
-      return e;
-    }
-  }
-  if (chat) {
-    bool lp = false;
-    if (auto e = read_bool(body, "logprobs", lp)) return e;
-    std::optional<int64_t> top;
-    if (auto e = read_int(body, "top_logprobs", 0, 20, top)) return e;
-    if (top && !lp) return bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true");
-    out.logprobs = lp;
-    job->top_logprobs = lp ? static_cast<int>(top.value_or(0)) : -1;
-  } else {
-    std::optional<int64_t> lp;
-    if (auto e = read_int(body, "logprobs", 0, 20, lp)) return e;
-    out.logprobs = lp.has_value();
-    job->top_logprobs = lp ? static_cast<int>(*lp) : -1;
-  }
-  if (auto e = parse_kv_compression(ctx, body, job->method)) return e;
-  job->method_spec = format_method_spec(job->method);
-  if (!ignore_eos) job->stop_ids = ctx.stop_ids;
-  job->reserve_bytes =
-      worst_case_kv_bytes(job->method, ctx.model->config(), n_prompt, job->max_tokens);
-  if (ctx.kv_memory != 0 && job->reserve_bytes > ctx.kv_memory) {
-    ApiError e =
-        bad(max_key, strfmt("this request can need %zu bytes of KV cache under %s, more than "
-                            "the server's --kv-memory %zu; shorten the prompt or max_tokens, or "
-                            "use a compressing kv_compression",
-                            job->reserve_bytes, job->method_spec.c_str(), ctx.kv_memory));
-    e.code = "kv_memory_exceeded";
-    return e;
-  }
-  out.job = std::move(job);
-  return std::nullopt;
 }
 
 // Detokenises a token stream and applies the stop strings: text that could be the start of a stop
@@ -644,6 +267,12 @@ void wait_finished(Job& job) {
 }
 
 constexpr auto kPoll = std::chrono::milliseconds(200);
+// Bounds on what one connection can hold (docs/SERVING.md, "Bounds"): an idle keep-alive
+// connection is closed after kKeepAliveIdleSeconds; a read or write that makes no progress for
+// its timeout ends the connection.
+constexpr int kKeepAliveIdleSeconds = 5;
+constexpr int kReadTimeoutSeconds = 10;
+constexpr int kWriteTimeoutSeconds = 10;
 
 void respond(ServeContext& ctx, Parsed parsed, httplib::Response& res) {
   auto state = std::make_shared<ResponseState>(&ctx, std::move(parsed));
@@ -767,9 +396,11 @@ std::optional<std::string> bearer_token(const std::string& h) {
   for (size_t i = 0; i < kScheme.size(); ++i) {
     if (std::tolower(static_cast<unsigned char>(h[i])) != kScheme[i]) return std::nullopt;
   }
+  // Spaces may follow the scheme; the token itself is taken as sent (a key has no edge spaces,
+  // --api-key refuses them, so "KEY " is not the key).
   const size_t begin = h.find_first_not_of(' ', kScheme.size());
   if (begin == std::string::npos) return std::string();
-  return h.substr(begin, h.find_last_not_of(' ') + 1 - begin);
+  return h.substr(begin);
 }
 
 // Compares every byte whatever the first difference, so the time does not tell how much of a
@@ -917,6 +548,114 @@ Expected<size_t> parse_size(const std::string& text, const std::string& what) {
   return static_cast<size_t>(*n * mult);
 }
 
+// HTTP connections: one thread each, made on demand up to `max_threads` and kept for reuse; more
+// connections wait in FIFO order for a free one. cpp-httplib's fixed pool let idle keep-alive
+// connections (each holding its thread up to the keep-alive timeout) starve /health.
+class ConnectionThreads : public httplib::TaskQueue {
+ public:
+  explicit ConnectionThreads(size_t max_threads) : max_threads_(std::max<size_t>(1, max_threads)) {}
+  ~ConnectionThreads() override { shutdown(); }
+  void enqueue(std::function<void()> fn) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    tasks_.push_back(std::move(fn));
+    // Idle threads that have not yet woken still count as idle: start one more whenever the
+    // queued tasks outnumber them.
+    if (tasks_.size() > idle_ && threads_.size() < max_threads_) {
+      threads_.emplace_back([this] { work(); });
+    } else {
+      cv_.notify_one();
+    }
+  }
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_ && threads_.empty()) return;
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+ private:
+  void work() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+      --idle_;
+      if (tasks_.empty()) return;  // stopping, nothing left to run
+      auto fn = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      fn();
+      lock.lock();
+    }
+  }
+  const size_t max_threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  std::vector<std::thread> threads_;
+  size_t idle_ = 0;
+  bool stopping_ = false;
+};
+
+// Whether another socket listens on host:port (bind fails with EADDRINUSE), for a clear error.
+bool port_in_use(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return false;
+  bool in_use = false;
+  for (addrinfo* ai = res; ai != nullptr && !in_use; ai = ai->ai_next) {
+    const int fd = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (fd < 0) continue;
+    int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno == EADDRINUSE) in_use = true;
+    ::close(fd);
+  }
+  freeaddrinfo(res);
+  return in_use;
+}
+
+// The Content-Length header of a request with a body, checked before any of the body is read:
+// a malformed or repeated value is a 400, one over --max-body a 413 (cpp-httplib itself would
+// wait for the body until its read timeout first).
+std::optional<ApiError> check_content_length(const httplib::Request& req, size_t max_body) {
+  if (!req.has_header("Content-Length")) return std::nullopt;
+  ApiError e;
+  if (req.get_header_value_count("Content-Length") != 1) {
+    e.message = "more than one Content-Length header";
+    return e;
+  }
+  const std::string v = req.get_header_value("Content-Length");
+  const bool digits =
+      !v.empty() && std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  if (!digits) {
+    e.message =
+        strfmt("Content-Length %s is not a byte count (decimal digits)", dump(json(v)).c_str());
+    return e;
+  }
+  const size_t first = v.find_first_not_of('0');
+  const std::string_view significant =
+      first == std::string::npos ? std::string_view("0") : std::string_view(v).substr(first);
+  // Over 19 digits cannot fit in 64 bits; any such length is over every --max-body.
+  uint64_t n = 0;
+  if (significant.size() <= 19) n = std::stoull(std::string(significant));
+  if (significant.size() > 19 || n > max_body) {
+    e.status = 413;
+    e.message = strfmt("Content-Length %s is larger than the server's --max-body %zu bytes",
+                       v.c_str(), max_body);
+    return e;
+  }
+  return std::nullopt;
+}
+
 const std::vector<ArgSpec>& serve_specs() {
   static const std::vector<ArgSpec> specs = [] {
     std::vector<ArgSpec> s = {
@@ -938,6 +677,9 @@ const std::vector<ArgSpec>& serve_specs() {
          "max_tokens when a request gives none (default 256, capped by the context)"},
         {"model-name", ArgKind::kString,
          "the id /v1/models reports (default: the model file name)"},
+        {"max-connections", ArgKind::kInt,
+         "HTTP connections served at once, idle keep-alive ones included (default 1024); more "
+         "wait for a free one"},
     };
     for (const ArgSpec& m : method_arg_specs()) s.push_back(m);
     return s;
@@ -993,6 +735,20 @@ int cmd_serve(const std::vector<std::string>& args) {
           "omit --api-key to serve without one"));
     }
   }
+  if (pa->has("model-name")) {
+    const std::string name = pa->str("model-name");
+    const bool printable = std::all_of(name.begin(), name.end(), [](char ch) {
+      return static_cast<unsigned char>(ch) >= 0x20 && ch != 0x7f;
+    });
+    if (name.empty() || !printable || name.find_first_not_of(' ') == std::string::npos) {
+      return fail(Status::error(strfmt(
+          "--model-name %s is empty, blank or has control characters: give the id clients send "
+          "as \"model\", or omit it to use the model file name",
+          serve::dump(json(name)).c_str())));
+    }
+  }
+  auto max_connections = get_int(*pa, "max-connections", 1024, 1, 65536);
+  if (!max_connections) return fail(max_connections.status());
   if (auto st = apply_threads(*pa); !st) return fail(st);
   const std::string host = pa->str("host", "127.0.0.1");
 
@@ -1034,12 +790,23 @@ int cmd_serve(const std::vector<std::string>& args) {
                                        : std::filesystem::path(*path).filename().string();
 
   httplib::Server svr;
-  // Every admitted or queued request holds an HTTP thread while it streams; a few more serve
-  // /health, /metrics and the requests that are refused.
-  const size_t http_threads = static_cast<size_t>(*parallel + *queue + 8);
-  svr.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
+  // Connection threads on demand (ConnectionThreads): an idle or slow connection holds only its
+  // own thread, for at most the keep-alive / read timeouts below (docs/SERVING.md, "Bounds").
+  const size_t max_conn = static_cast<size_t>(*max_connections);
+  svr.new_task_queue = [max_conn] { return new ConnectionThreads(max_conn); };
   svr.set_payload_max_length(*max_body);
-  svr.set_read_timeout(30, 0);
+  svr.set_keep_alive_timeout(kKeepAliveIdleSeconds);
+  svr.set_read_timeout(kReadTimeoutSeconds, 0);
+  svr.set_write_timeout(kWriteTimeoutSeconds, 0);
+  // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second server on the
+  // same port starts and takes half of the connections. The listening socket is kept to widen its
+  // backlog after bind (cpp-httplib listens with a backlog of 5).
+  int listen_fd = -1;
+  svr.set_socket_options([&listen_fd](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listen_fd = sock;
+  });
   svr.set_error_handler([&ctx](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
     ApiError e;
@@ -1054,7 +821,14 @@ int cmd_serve(const std::vector<std::string>& args) {
   });
   // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 6.3), but
   // cpp-httplib would read one until the read timeout (30 s) before answering: answer at once.
-  svr.set_pre_routing_handler([&ctx](const httplib::Request& req, httplib::Response& res) {
+  const size_t max_body_bytes = *max_body;
+  svr.set_pre_routing_handler([&ctx, max_body_bytes](const httplib::Request& req,
+                                                     httplib::Response& res) {
+    if (auto e = check_content_length(req, max_body_bytes)) {
+      send_error(ctx, res, *e);
+      res.set_header("Connection", "close");  // the body is not read: the stream cannot go on
+      return httplib::Server::HandlerResponse::Handled;
+    }
     const bool takes_body = req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
     if (!takes_body || req.has_header("Content-Length") || req.has_header("Transfer-Encoding")) {
       return httplib::Server::HandlerResponse::Unhandled;
@@ -1131,11 +905,15 @@ int cmd_serve(const std::vector<std::string>& args) {
     svr.Get(path, wrong_method("POST"));
     svr.Put(path, wrong_method("POST"));
     svr.Delete(path, wrong_method("POST"));
+    svr.Patch(path, wrong_method("POST"));
+    svr.Options(path, wrong_method("POST"));
   }
-  for (const char* path : {"/v1/models", "/health", "/metrics"}) {
+  for (const char* path : {"/v1/models", R"(/v1/models/(.+))", "/health", "/metrics"}) {
     svr.Post(path, wrong_method("GET"));
     svr.Put(path, wrong_method("GET"));
     svr.Delete(path, wrong_method("GET"));
+    svr.Patch(path, wrong_method("GET"));
+    svr.Options(path, wrong_method("GET"));
   }
   svr.Get("/health", [&ctx](const httplib::Request&, httplib::Response& res) {
     const bool stopping = ctx.scheduler->stopping();
@@ -1151,10 +929,17 @@ int cmd_serve(const std::vector<std::string>& args) {
     bound_port = svr.bind_to_any_port(host);
     if (bound_port < 0) return fail(Status::error(strfmt("cannot bind %s", host.c_str())));
   } else if (!svr.bind_to_port(host, bound_port)) {
-    return fail(
-        Status::error(strfmt("cannot bind %s:%d (in use, or not an address of this machine?)",
-                             host.c_str(), bound_port)));
+    if (port_in_use(host, bound_port)) {
+      return fail(
+          Status::error(strfmt("port %d is already in use (on %s): stop the other "
+                               "server or choose another --port",
+                               bound_port, host.c_str())));
+    }
+    return fail(Status::error(
+        strfmt("cannot bind %s:%d (not an address of this machine?)", host.c_str(), bound_port)));
   }
+  // A backlog for bursts of connections up to --max-connections (the kernel caps it at somaxconn).
+  if (listen_fd >= 0) ::listen(listen_fd, static_cast<int>(std::min<size_t>(max_conn, 4096)));
 
   std::thread engine([&scheduler] { scheduler.run(); });
   std::atomic<bool> signalled{false};

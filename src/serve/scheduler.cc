@@ -1,4 +1,4 @@
-#include "cli/serve_scheduler.h"
+#include "serve/scheduler.h"
 
 #include <algorithm>
 #include <chrono>
@@ -35,11 +35,12 @@ void fill_logprobs(const std::vector<float>& logits, int k, TokenEvent& ev) {
 
 }  // namespace
 
-// An admitted job: its policy (inside the SteppedPrefill wrapper), session and sampler. The
-// prefill is declared after the session so that it is destroyed first (it may hold a paused
-// worker inside session->prefill, which it cancels and joins).
+// An admitted job: its policy, session, stepped prefill and sampler. Declared in the order they
+// depend on each other: the prefill is destroyed first (it may hold a paused worker inside
+// session->prefill, which it cancels and joins), then the session, then the policy it uses.
 struct Scheduler::Active {
   std::shared_ptr<Job> job;
+  std::unique_ptr<KvPolicy> policy;
   std::unique_ptr<Session> session;
   std::unique_ptr<SteppedPrefill> prefill;
   std::unique_ptr<Sampler> sampler;
@@ -153,10 +154,11 @@ void Scheduler::admit_locked() {
       m_.jobs_failed += 1;
       continue;
     }
-    a->prefill = std::make_unique<SteppedPrefill>(std::move(policy.value()), opts_.prefill_rows);
+    a->policy = std::move(policy.value());
+    a->prefill = std::make_unique<SteppedPrefill>(opts_.prefill_rows);
     SessionOptions so;
     so.max_new_tokens = job->max_tokens;
-    a->session = std::make_unique<Session>(model_, a->prefill->policy(), so);
+    a->session = std::make_unique<Session>(model_, *a->policy, so);
     a->sampler = std::make_unique<Sampler>(job->sampler);
     a->prefill->start(*a->session, job->prompt);
     prefilling_.push_back(std::move(a));
