@@ -384,7 +384,6 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
   Status first_error = Status::ok();
   int finished = 0;
   auto t_start = std::chrono::steady_clock::now();
-  auto last_flush = t_start;
   const bool tty = ::isatty(2) != 0;
   auto flush = [&]() -> Status {  // callers hold mu
     sort_rows(rows);
@@ -432,7 +431,9 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
       where += "]: ";
       auto fail = [&](const std::string& msg) {
         std::lock_guard<std::mutex> lock(mu);
-        if (first_error.is_ok()) first_error = Status::error(where + msg);
+        // A row stopped by the interrupt (or by another row's error) is dropped, not an error.
+        const bool dropped = (cfg.interrupt != nullptr && cfg.interrupt->load()) || stop.load();
+        if (first_error.is_ok() && !dropped) first_error = Status::error(where + msg);
         stop.store(true);
       };
       // One session per method of the job, over the shared model.
@@ -440,6 +441,10 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
       std::vector<std::unique_ptr<Session>> sessions;
       SessionOptions so;
       so.max_new_tokens = s.max_new_tokens;
+      if (cfg.interrupt != nullptr) {
+        so.interrupted = [&] { return cfg.interrupt->load() || stop.load(); };
+      }
+      auto interrupted = [&] { return cfg.interrupt != nullptr && cfg.interrupt->load(); };
       for (int mi : job.methods) {
         auto policy = make_policy(cfg.methods[static_cast<size_t>(mi)].opts, model.policy_info());
         if (!policy) return fail(policy.error());
@@ -476,6 +481,7 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
         const size_t kv_bytes = session.kv_bytes();
         std::vector<int32_t> out;
         for (int step = 0; step < s.max_new_tokens; ++step) {
+          if (interrupted() || stop.load()) return fail("interrupted");
           const int32_t next_tok = argmax(logits);
           bool is_stop = std::find(stop_ids.begin(), stop_ids.end(), next_tok) != stop_ids.end();
           if (s.stop_on_newline && !newline_ids.empty() && next_tok == newline_ids.back())
@@ -517,18 +523,16 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
         row["method_index"] = method_index;
         std::lock_guard<std::mutex> lock(mu);
         rows.push_back(row);
+        // Every finished row is on disk before the next one starts: an atomic rewrite of the
+        // whole file (written, flushed, renamed over the old one), so a kill at any point leaves
+        // either the old or the new file, each valid JSONL.
+        if (auto st = flush(); !st) {
+          if (first_error.is_ok()) first_error = st;
+          stop.store(true);
+          return;
+        }
         ++finished;
         progress(row);
-        // Atomic rewrite of the whole file, at most every 2 s (and at the end): a crash loses at
-        // most the rows of the last 2 s and never leaves a torn line.
-        const auto now = Clock::now();
-        if (std::chrono::duration<double>(now - last_flush).count() >= 2.0) {
-          if (auto st = flush(); !st) {
-            if (first_error.is_ok()) first_error = st;
-            stop.store(true);
-          }
-          last_flush = now;
-        }
       }
     }
   };
@@ -541,6 +545,9 @@ Expected<RunSummary> run_eval(const Model& model, const Tokenizer& tok,
     if (!jobs.empty()) FKV_RETURN_IF_ERROR(flush());
   }
   if (!first_error) return first_error;
+  if (cfg.interrupt != nullptr && cfg.interrupt->load()) {
+    return Status::error(strfmt("%s%d rows", kInterruptedPrefix, finished));
+  }
   summary.rows_run = finished;
   // Reports cover every row of the folder (earlier runs into it may have added methods).
   FKV_RETURN_IF_ERROR(write_reports(dir, meta, rows));

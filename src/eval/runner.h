@@ -3,6 +3,7 @@
 // the outputs predictions.jsonl / scores.json / summary.md / run.json (all written atomically).
 #pragma once
 
+#include <atomic>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -41,7 +42,15 @@ struct RunConfig {
   bool share_prefill = true;     // one prompt pass per sample for the full-forward methods
   const Jieba* jieba = nullptr;  // needed by the Chinese metrics
   nlohmann::ordered_json meta;   // what run.json records about the run (model, data...)
+  // Set (say, by a SIGINT handler) to stop: rows in flight are dropped within one prompt chunk,
+  // layer or token, every finished row is already on disk, and run_eval returns an error whose
+  // message starts with kInterruptedPrefix.
+  const std::atomic<bool>* interrupt = nullptr;
 };
+
+// Start of run_eval's error message when RunConfig::interrupt stopped it; the finished row count
+// follows ("interrupted after N rows").
+inline constexpr const char* kInterruptedPrefix = "interrupted after ";
 
 struct RunSummary {
   int rows_total = 0;    // rows of this shard

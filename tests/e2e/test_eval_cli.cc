@@ -1,9 +1,12 @@
 // fastkv eval end to end on the tiny stories260K model: each family through the CLI, the output
 // files, resume, shards + merge equal to one unsharded run, and clear errors for bad input.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +14,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -184,6 +188,60 @@ TEST(EvalCli, ResumeSkipsFinishedRows) {
   EXPECT_NE(r2.err.find("(0 run, 6 resumed)"), std::string::npos) << r2.err;
   EXPECT_EQ(rows_of(out), again);
   (void)before;
+}
+
+// Ctrl-C (SIGINT) or SIGTERM in the middle of a run: every finished row is on disk (each one is
+// written before the next starts), the file is valid JSONL, the message says how many rows and how
+// to resume, and the same command then resumes exactly where it stopped.
+TEST(EvalCli, InterruptKeepsEveryFinishedRowAndSaysHowToResume) {
+  for (int sig : {SIGINT, SIGTERM}) {
+    SCOPED_TRACE(sig == SIGINT ? "SIGINT" : "SIGTERM");
+    const std::string out = fresh_dir("interrupt");
+    std::string depths;
+    for (int d = 0; d <= 100; ++d) depths += (d ? "," : "") + std::to_string(d);
+    const std::string args = "eval needle --model " + kStories +
+                             " --chat off --lengths 480 --threads 1 --no-plots --depths " + depths +
+                             " --methods 'fullkv;snapkv;h2o' --retain-rates 0.2,0.5";
+    const std::string err_file =
+        (fs::temp_directory_path() / "fkv_eval_interrupt_err.txt").string();
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      const std::string cmd =
+          "exec " + kCli + " " + args + " --out " + out + " >/dev/null 2>" + err_file;
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    // Wait for a few finished rows (at most 60 s), then interrupt.
+    size_t seen = 0;
+    for (int i = 0; i < 6000 && seen < 3; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (fs::exists(out + "/predictions.jsonl")) seen = rows_of(out).size();
+    }
+    ASSERT_GE(seen, 3u) << slurp(err_file);
+    ASSERT_EQ(kill(pid, sig), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    const std::string err = slurp(err_file);
+    ASSERT_TRUE(WIFEXITED(status)) << err;
+    EXPECT_EQ(WEXITSTATUS(status), 130) << err;
+    const size_t at = err.find("interrupted after ");
+    ASSERT_NE(at, std::string::npos) << err;
+    EXPECT_NE(err.find("rows; rerun the same command to resume"), std::string::npos) << err;
+    const int n = std::stoi(err.substr(at + std::string("interrupted after ").size()));
+    const auto rows = rows_of(out);  // parses every line: valid JSONL
+    EXPECT_EQ(rows.size(), static_cast<size_t>(n)) << err;
+    EXPECT_GE(rows.size(), seen);
+    EXPECT_LT(rows.size(), 505u) << "the run ended before the signal";
+    // The same command resumes from there (once is enough).
+    if (sig == SIGINT) {
+      CliResult again = cli(args + " --out " + out);
+      ASSERT_EQ(again.code, 0) << again.err;
+      const std::string resumed = "resuming: " + std::to_string(rows.size()) + " of 505 rows";
+      EXPECT_NE(again.err.find(resumed), std::string::npos) << again.err;
+      EXPECT_EQ(rows_of(out).size(), 505u);
+    }
+  }
 }
 
 json without_timing(json row) {

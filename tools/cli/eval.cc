@@ -1,7 +1,9 @@
 // fastkv eval: needle / RULER / LongBench accuracy of KV methods on one model, and merge of
 // shard folders. The work is in src/eval (samples, metrics, runner); this file reads flags.
+#include <signal.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -25,6 +27,12 @@
 #endif
 
 namespace fkv::cli {
+
+namespace {
+// Set by SIGINT / SIGTERM during a run (a lock-free atomic store is async-signal-safe).
+std::atomic<bool> g_eval_interrupt{false};
+void on_eval_signal(int) { g_eval_interrupt.store(true); }
+}  // namespace
 namespace {
 
 using eval::Family;
@@ -488,7 +496,25 @@ int cmd_eval(const std::vector<std::string>& args) {
   meta["samples"] = *samples;
   rc.meta = meta;
   rc.out_dir = out;
+  // SIGINT / SIGTERM stop the run between rows (rows in flight are dropped within a chunk, layer
+  // or token); a second signal ends the process at once, which loses nothing already written.
+  rc.interrupt = &g_eval_interrupt;
+  struct sigaction sa {};
+  sa.sa_handler = on_eval_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;
+  struct sigaction old_int {
+  }, old_term{};
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
   auto result = eval::run_eval(**model, *tok, all, rc);
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  if (!result && result.error().rfind(eval::kInterruptedPrefix, 0) == 0) {
+    std::fprintf(stderr, "\n[eval] %s; rerun the same command to resume (%s/predictions.jsonl)\n",
+                 result.error().c_str(), out.c_str());
+    return 130;
+  }
   if (!result) return fail(result.status());
   std::fprintf(
       stderr,
