@@ -25,23 +25,39 @@ QDotFn x16_avx2_kernel(DType t);  // repack_avx2.cc: q4_0 and q4_1
 
 namespace {
 
-// Row-layout block: bytes, offset of the codes; x16 group block: offset of the codes.
+// One field of a row-layout block and where its units go in the x16 group block: unit u (2 bytes
+// for an f16, 4 for a code word) of row rho lands at x16_off + 16 * unit * u + unit * rho, so one
+// vector load gives unit u of the 16 rows. `flip`: bytes stored ^ 0x80 (q8_0's unsigned codes).
+struct X16Field {
+  size_t row_off, bytes, unit, x16_off;
+  bool flip = false;
+};
+
+// Row-layout block of `block_elems` elements: its bytes and fields. The fields tile the block
+// exactly, so a group block has the bytes of its 16 row blocks (repacking works in place).
 struct X16Format {
-  size_t row_block;  // 18 / 20 / 34
-  size_t row_codes;  // 2 / 4 / 2
-  size_t x16_codes;  // 32 / 64 / 32
-  int code_words;    // 4-byte words of codes per row block: 4 / 4 / 8
+  int64_t block_elems;  // 32, or 256 for the k-quants
+  size_t row_block;     // 18 / 20 / 34 / 144 / 210
+  X16Field fields[4];
+  int n_fields;
+  size_t x16_codes;  // q4_0 / q4_1 / q8_0: offset of the code words in the group block
   bool has_min;
 };
 
 X16Format format_of(DType t) {
   switch (t) {
-    case DType::kQ4_0:
-      return {18, 2, 32, 4, false};
-    case DType::kQ4_1:
-      return {20, 4, 64, 4, true};
-    case DType::kQ8_0:
-      return {34, 2, 32, 8, false};
+    case DType::kQ4_0:  // d | nibbles[16]
+      return {32, 18, {{0, 2, 2, 0}, {2, 16, 4, 32}}, 2, 32, false};
+    case DType::kQ4_1:  // d | m | nibbles[16]
+      return {32, 20, {{0, 2, 2, 0}, {2, 2, 2, 32}, {4, 16, 4, 64}}, 3, 64, true};
+    case DType::kQ8_0:  // d | codes[32]
+      return {32, 34, {{0, 2, 2, 0}, {2, 32, 4, 32, true}}, 2, 32, false};
+    case DType::kQ4_K:  // d | dmin | scales[12] | nibbles[128]
+      return {256, 144, {{0, 2, 2, 0}, {2, 2, 2, 32}, {4, 12, 4, 64}, {16, 128, 4, 256}},
+              4,   0,   true};
+    case DType::kQ6_K:  // ql[128] | qh[64] | scales[16] | d
+      return {256, 210, {{208, 2, 2, 0}, {192, 16, 4, 32}, {0, 128, 4, 288}, {128, 64, 4, 2336}},
+              4,   0,   false};
     default:
       FKV_CHECK(false, "x16: no repacked layout for %s", dtype_name(t));
       return {};
@@ -54,25 +70,35 @@ float load_f16(const uint8_t* p) {
   return f16_to_f32(h);
 }
 
-// q8_0 codes are stored as code ^ 0x80 (unsigned, code + 128); repacking applies it, extraction
-// undoes it.
-void copy_word(DType t, const uint8_t* src, uint8_t* dst) {
-  std::memcpy(dst, src, 4);
-  if (t == DType::kQ8_0) {
-    for (int k = 0; k < 4; ++k) dst[k] ^= 0x80;
+float load_f32(const uint8_t* p) {
+  float f;
+  std::memcpy(&f, p, 4);
+  return f;
+}
+
+// Copies one unit between a row block and a group block (flip: ^ 0x80 each byte, both ways).
+void copy_unit(const X16Field& f, const uint8_t* src, uint8_t* dst) {
+  std::memcpy(dst, src, f.unit);
+  if (f.flip) {
+    for (size_t k = 0; k < f.unit; ++k) dst[k] ^= 0x80;
   }
 }
 
+size_t x16_unit_offset(const X16Field& f, size_t u, int rho) {
+  return f.x16_off + 16 * f.unit * u + f.unit * static_cast<size_t>(rho);
+}
+
 // One group (16 consecutive row-layout rows, `nb` blocks each) into x16 at dst.
-void repack_group(DType t, const X16Format& f, const uint8_t* rows, int64_t nb, uint8_t* dst) {
+void repack_group(const X16Format& f, const uint8_t* rows, int64_t nb, uint8_t* dst) {
   for (int64_t b = 0; b < nb; ++b) {
     uint8_t* out = dst + static_cast<size_t>(b) * 16 * f.row_block;
     for (int rho = 0; rho < 16; ++rho) {
       const uint8_t* blk = rows + (static_cast<size_t>(rho) * nb + b) * f.row_block;
-      std::memcpy(out + 2 * rho, blk, 2);                          // d
-      if (f.has_min) std::memcpy(out + 32 + 2 * rho, blk + 2, 2);  // m
-      for (int j = 0; j < f.code_words; ++j) {
-        copy_word(t, blk + f.row_codes + 4 * j, out + f.x16_codes + 64 * j + 4 * rho);
+      for (int k = 0; k < f.n_fields; ++k) {
+        const X16Field& fl = f.fields[k];
+        for (size_t u = 0; u < fl.bytes / fl.unit; ++u) {
+          copy_unit(fl, blk + fl.row_off + fl.unit * u, out + x16_unit_offset(fl, u, rho));
+        }
       }
     }
   }
@@ -88,6 +114,91 @@ int code_at(DType t, const X16Format& f, const uint8_t* blk, int rho, int e) {
   const int q = blk[f.x16_codes + 64 * word + 4 * rho + e % 4];
   const int nibble = e < 16 ? (q & 15) : (q >> 4);
   return t == DType::kQ4_0 ? nibble - 8 : nibble;
+}
+
+// Byte p of row rho's code words starting at `off` in a group block (a 4-byte-unit field).
+uint8_t word_byte(const uint8_t* blk, size_t off, int rho, int p) {
+  return blk[off + 64 * static_cast<size_t>(p / 4) + 4 * static_cast<size_t>(rho) + p % 4];
+}
+
+// q4_K: scale and min of sub-block j (0..7) from the 12 packed bytes (ggml's get_scale_min_k4).
+void q4k_scale_min(const uint8_t* s, int j, int* sc, int* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// q4_K code (0..15) of element e (0..255) of row rho: ggml's order, 64-element chunks whose low
+// nibbles are elements 0..31 and high nibbles 32..63.
+int q4k_code(const uint8_t* blk, int rho, int e) {
+  const int chunk = e / 64, r = e % 64;
+  const uint8_t q = word_byte(blk, 256, rho, 32 * chunk + r % 32);
+  return r < 32 ? (q & 15) : (q >> 4);
+}
+
+// q6_K code (0..63, before its -32) of element e (0..255) of row rho: ggml's order, halves of 128
+// whose quarters k = 0..3 take ql's low nibbles (k = 0, 1) or high ones (k = 2, 3) of bytes l
+// (k even) or 32 + l (k odd) and qh's bits 2k, 2k + 1 of byte l.
+int q6k_code(const uint8_t* blk, int rho, int e) {
+  const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+  const uint8_t ql = word_byte(blk, 288, rho, 64 * h + (k % 2) * 32 + l);
+  const uint8_t qh = word_byte(blk, 2336, rho, 32 * h + l);
+  const int low = k < 2 ? (ql & 15) : (ql >> 4);
+  return low | (((qh >> (2 * k)) & 3) << 4);
+}
+
+// The k-quant x16 float order (repack.h), as the vector kernels follow it. q8_K: d f32 | qs[256]
+// | bsums i16[16].
+template <DType kT>
+void dot_scalar_k(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq,
+                  size_t xq_stride, int64_t nx, int64_t n, float* y, int64_t y_stride) {
+  const X16Format f = format_of(kT);
+  const int64_t nb = n / 256;
+  for (int64_t g = 0; g < nr / kRepackRows; ++g) {
+    const uint8_t* wg = w + static_cast<size_t>(g * kRepackRows) * w_stride;
+    for (int64_t i = 0; i < nx; ++i) {
+      const uint8_t* xr = xq + static_cast<size_t>(i) * xq_stride;
+      for (int rho = 0; rho < 16; ++rho) {
+        float acc = 0.0f, macc = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+          const uint8_t* blk = wg + static_cast<size_t>(b) * 16 * f.row_block;
+          const uint8_t* xb = xr + static_cast<size_t>(b) * 292;
+          const int8_t* xs = reinterpret_cast<const int8_t*>(xb + 4);
+          int16_t bsums[16];
+          std::memcpy(bsums, xb + 260, sizeof(bsums));
+          const float dx = load_f32(xb);
+          int32_t isum = 0, msum = 0;
+          if constexpr (kT == DType::kQ4_K) {
+            uint8_t packed[12];
+            for (int p = 0; p < 12; ++p) packed[p] = word_byte(blk, 64, rho, p);
+            for (int j = 0; j < 8; ++j) {
+              int sc, m;
+              q4k_scale_min(packed, j, &sc, &m);
+              int32_t sub = 0;
+              for (int e = 32 * j; e < 32 * j + 32; ++e) sub += q4k_code(blk, rho, e) * xs[e];
+              isum += sc * sub;
+              msum += m * (bsums[2 * j] + bsums[2 * j + 1]);
+            }
+            acc = std::fma(static_cast<float>(isum), load_f16(blk + 2 * rho) * dx, acc);
+            macc = std::fma(static_cast<float>(msum), load_f16(blk + 32 + 2 * rho) * dx, macc);
+          } else {
+            for (int j = 0; j < 16; ++j) {
+              const int sc = static_cast<int8_t>(word_byte(blk, 32, rho, j));
+              int32_t sub = -32 * bsums[j];
+              for (int e = 16 * j; e < 16 * j + 16; ++e) sub += q6k_code(blk, rho, e) * xs[e];
+              isum += sc * sub;
+            }
+            acc = std::fma(static_cast<float>(isum), load_f16(blk + 2 * rho) * dx, acc);
+          }
+        }
+        y[i * y_stride + g * kRepackRows + rho] = kT == DType::kQ4_K ? acc - macc : acc;
+      }
+    }
+  }
 }
 
 template <DType kT>
@@ -131,6 +242,10 @@ QDotFn scalar_fn(DType t) {
       return dot_scalar<DType::kQ4_1>;
     case DType::kQ8_0:
       return dot_scalar<DType::kQ8_0>;
+    case DType::kQ4_K:
+      return dot_scalar_k<DType::kQ4_K>;
+    case DType::kQ6_K:
+      return dot_scalar_k<DType::kQ6_K>;
     default:
       return nullptr;
   }
@@ -138,17 +253,21 @@ QDotFn scalar_fn(DType t) {
 
 }  // namespace
 
-bool x16_type(DType t) { return t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ8_0; }
+bool x16_type(DType t) {
+  return t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ8_0 || t == DType::kQ4_K ||
+         t == DType::kQ6_K;
+}
 
 bool x16_shape_ok(DType t, int64_t rows, int64_t cols) {
-  return x16_type(t) && rows > 0 && cols > 0 && rows % kRepackRows == 0 && cols % 32 == 0;
+  return x16_type(t) && rows > 0 && cols > 0 && rows % kRepackRows == 0 &&
+         cols % format_of(t).block_elems == 0;
 }
 
 void repack_x16(DType t, const uint8_t* src, uint8_t* dst, int64_t rows, int64_t cols) {
   FKV_CHECK(x16_shape_ok(t, rows, cols), "repack_x16: %s [%lld, %lld]", dtype_name(t),
             static_cast<long long>(rows), static_cast<long long>(cols));
   const X16Format f = format_of(t);
-  const int64_t nb = cols / 32;
+  const int64_t nb = cols / f.block_elems;
   const size_t group_bytes = static_cast<size_t>(kRepackRows * nb) * f.row_block;
   std::vector<uint8_t> tmp(src == dst ? group_bytes : 0);
   for (int64_t g = 0; g < rows / kRepackRows; ++g) {
@@ -158,23 +277,24 @@ void repack_x16(DType t, const uint8_t* src, uint8_t* dst, int64_t rows, int64_t
       std::memcpy(tmp.data(), in, group_bytes);
       in = tmp.data();
     }
-    repack_group(t, f, in, nb, out);
+    repack_group(f, in, nb, out);
   }
 }
 
 void x16_row(DType t, const uint8_t* data, int64_t cols, int64_t r, uint8_t* row_out) {
   const X16Format f = format_of(t);
-  const int64_t nb = cols / 32;
+  const int64_t nb = cols / f.block_elems;
   const int64_t g = r / kRepackRows;
   const int rho = static_cast<int>(r % kRepackRows);
   const uint8_t* wg = data + static_cast<size_t>(g * kRepackRows * nb) * f.row_block;
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = wg + static_cast<size_t>(b) * 16 * f.row_block;
     uint8_t* out = row_out + static_cast<size_t>(b) * f.row_block;
-    std::memcpy(out, blk + 2 * rho, 2);
-    if (f.has_min) std::memcpy(out + 2, blk + 32 + 2 * rho, 2);
-    for (int j = 0; j < f.code_words; ++j) {
-      copy_word(t, blk + f.x16_codes + 64 * j + 4 * rho, out + f.row_codes + 4 * j);
+    for (int k = 0; k < f.n_fields; ++k) {
+      const X16Field& fl = f.fields[k];
+      for (size_t u = 0; u < fl.bytes / fl.unit; ++u) {
+        copy_unit(fl, blk + x16_unit_offset(fl, u, rho), out + fl.row_off + fl.unit * u);
+      }
     }
   }
 }

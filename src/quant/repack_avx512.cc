@@ -1,4 +1,5 @@
-// The x16 dots with AVX512-VNNI (quant/repack.h): lanes are the 16 rows of a group. Per block, 4
+// The x16 dots with AVX512-VNNI (quant/repack.h): lanes are the 16 rows of a group (the k-quant
+// kernels, q4_K and q6_K, are at the end). Per block, 4
 // loads (q4: low and high nibbles) or 8 (q8_0) give the 16 rows' unsigned codes word by word; each
 // x row's 4 bytes are broadcast into vpdpbusd, so 8 of them leave the block's exact integer sum of
 // all 16 outputs, started at -bias * sum(x) for the signed types. Then one convert, one product
@@ -8,6 +9,7 @@
 // after a runtime check.
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "quant/repack.h"
@@ -136,6 +138,184 @@ void dot_vnni(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq, 
   }
 }
 
+// ---- k-quants (q4_K, q6_K): superblocks of 256, sub-block scales per row --------------------
+
+// x rows per pass: the per-x accumulators (integer total, sub-block sums, float acc) of more rows
+// would spill.
+constexpr int kMaxXK = 4;
+
+// Byte k (0..3) of each dword lane, zero-extended.
+inline __m512i byte_of(__m512i v, int k) {
+  return _mm512_and_si512(_mm512_srli_epi32(v, 8 * k), _mm512_set1_epi32(0xff));
+}
+
+// q4_K, one group of 16 rows against kX x rows: per 64-element chunk, 8 code words whose low
+// nibbles are sub-block 2c and high nibbles 2c + 1; each sub-block's exact sum times its 6-bit
+// scale (vpmulld) into the superblock total; the mins against x's sub-block sums by vpdpwssd.
+template <int kX>
+void dot_group_q4k(const uint8_t* wg, int64_t nb, const uint8_t* xq, size_t xq_stride,
+                   const XSideK& xs, int64_t i0, float* y, int64_t y_stride) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m6 = _mm512_set1_epi8(0x3f),
+                m30 = _mm512_set1_epi8(0x30), words = _mm512_set1_epi32(0x00ff00ff);
+  __m512 acc[kX], macc[kX];
+  for (int i = 0; i < kX; ++i) acc[i] = macc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = wg + b * Q4_K::kBlock;
+    const char* ahead = reinterpret_cast<const char*>(blk + 4 * Q4_K::kBlock);
+    for (size_t l = 0; l < Q4_K::kBlock; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
+    // The 16 rows' 12 scale bytes, 3 words each: 6-bit scales and mins of sub-blocks 0..3 and
+    // 4..7, one byte per sub-block in each lane.
+    const __m512i d0 = _mm512_loadu_si512(blk + Q4_K::kScales);
+    const __m512i d1 = _mm512_loadu_si512(blk + Q4_K::kScales + 64);
+    const __m512i d2 = _mm512_loadu_si512(blk + Q4_K::kScales + 128);
+    const __m512i sc_lo = _mm512_and_si512(d0, m6);
+    const __m512i mn_lo = _mm512_and_si512(d1, m6);
+    const __m512i sc_hi =
+        _mm512_or_si512(_mm512_and_si512(d2, m4), _mm512_and_si512(_mm512_srli_epi32(d0, 2), m30));
+    const __m512i mn_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(d2, 4), m4),
+                                          _mm512_and_si512(_mm512_srli_epi32(d1, 2), m30));
+    __m512i tot[kX];
+    for (int i = 0; i < kX; ++i) tot[i] = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      __m512i lo_sum[kX], hi_sum[kX];
+      for (int i = 0; i < kX; ++i) lo_sum[i] = hi_sum[i] = _mm512_setzero_si512();
+      for (int w = 0; w < 8; ++w) {
+        const __m512i q = _mm512_loadu_si512(blk + Q4_K::kCodes + 64 * (8 * c + w));
+        const __m512i lo = _mm512_and_si512(q, m4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        for (int i = 0; i < kX; ++i) {
+          const uint8_t* xc = xq + (i0 + i) * xq_stride + b * kQ8KBlock + kQ8KCodes + 64 * c;
+          lo_sum[i] = _mm512_dpbusd_epi32(lo_sum[i], lo, _mm512_set1_epi32(load_i32(xc + 4 * w)));
+          hi_sum[i] =
+              _mm512_dpbusd_epi32(hi_sum[i], hi, _mm512_set1_epi32(load_i32(xc + 32 + 4 * w)));
+        }
+      }
+      const int s0 = 2 * c, s1 = 2 * c + 1;
+      const __m512i sc0 = byte_of(s0 < 4 ? sc_lo : sc_hi, s0 % 4);
+      const __m512i sc1 = byte_of(s1 < 4 ? sc_lo : sc_hi, s1 % 4);
+      for (int i = 0; i < kX; ++i) {
+        tot[i] = _mm512_add_epi32(tot[i], _mm512_mullo_epi32(lo_sum[i], sc0));
+        tot[i] = _mm512_add_epi32(tot[i], _mm512_mullo_epi32(hi_sum[i], sc1));
+      }
+    }
+    // Mins as i16 pairs (m0, m2), (m1, m3), (m4, m6), (m5, m7) against x's paired sums.
+    const __m512i ma = _mm512_and_si512(mn_lo, words);
+    const __m512i mb = _mm512_and_si512(_mm512_srli_epi32(mn_lo, 8), words);
+    const __m512i mc = _mm512_and_si512(mn_hi, words);
+    const __m512i md = _mm512_and_si512(_mm512_srli_epi32(mn_hi, 8), words);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    const __m512 dmin =
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + Q4_K::kDmin)));
+    for (int i = 0; i < kX; ++i) {
+      const int32_t* p = &xs.ints[((i0 + i) * nb + b) * 4];
+      __m512i ms = _mm512_dpwssd_epi32(_mm512_setzero_si512(), ma, _mm512_set1_epi32(p[0]));
+      ms = _mm512_dpwssd_epi32(ms, mb, _mm512_set1_epi32(p[1]));
+      ms = _mm512_dpwssd_epi32(ms, mc, _mm512_set1_epi32(p[2]));
+      ms = _mm512_dpwssd_epi32(ms, md, _mm512_set1_epi32(p[3]));
+      const __m512 dx = _mm512_set1_ps(xs.dx[(i0 + i) * nb + b]);
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot[i]), _mm512_mul_ps(dw, dx), acc[i]);
+      macc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ms), _mm512_mul_ps(dmin, dx), macc[i]);
+    }
+  }
+  for (int i = 0; i < kX; ++i) {
+    _mm512_storeu_ps(y + (i0 + i) * y_stride, _mm512_sub_ps(acc[i], macc[i]));
+  }
+}
+
+// q6_K, one group of 16 rows against kX x rows: the 6-bit codes (code + 32, unsigned) assembled
+// word by word from ql's nibbles and qh's bit pairs; each 16-element sub-block's sum starts at
+// -32 * sum(x) and is scaled by its signed 8-bit scale (vpmulld) into the superblock total.
+template <int kX>
+void dot_group_q6k(const uint8_t* wg, int64_t nb, const uint8_t* xq, size_t xq_stride,
+                   const XSideK& xs, int64_t i0, float* y, int64_t y_stride) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+  __m512 acc[kX];
+  for (int i = 0; i < kX; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = wg + b * Q6_K::kBlock;
+    const char* ahead = reinterpret_cast<const char*>(blk + 4 * Q6_K::kBlock);
+    for (size_t l = 0; l < Q6_K::kBlock; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
+    __m512i tot[kX];
+    for (int i = 0; i < kX; ++i) tot[i] = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      for (int k = 0; k < 4; ++k) {
+        for (int v = 0; v < 2; ++v) {
+          const int j = 8 * h + 2 * k + v;  // sub-block
+          __m512i sum[kX];
+          for (int i = 0; i < kX; ++i) {
+            sum[i] = _mm512_set1_epi32(xs.ints[((i0 + i) * nb + b) * 16 + j]);
+          }
+          for (int u = 4 * v; u < 4 * v + 4; ++u) {
+            const __m512i ql =
+                _mm512_loadu_si512(blk + Q6_K::kLow + 64 * (16 * h + 8 * (k % 2) + u));
+            const __m512i qh = _mm512_loadu_si512(blk + Q6_K::kHigh + 64 * (8 * h + u));
+            const __m512i low =
+                k < 2 ? _mm512_and_si512(ql, m4) : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);
+            __m512i high;
+            switch (k) {
+              case 0:
+                high = _mm512_slli_epi16(qh, 4);
+                break;
+              case 1:
+                high = _mm512_slli_epi16(qh, 2);
+                break;
+              case 2:
+                high = qh;
+                break;
+              default:
+                high = _mm512_srli_epi16(qh, 2);
+                break;
+            }
+            const __m512i code = _mm512_or_si512(low, _mm512_and_si512(high, m30));
+            for (int i = 0; i < kX; ++i) {
+              const uint8_t* xc =
+                  xq + (i0 + i) * xq_stride + b * kQ8KBlock + kQ8KCodes + 128 * h + 32 * k + 4 * u;
+              sum[i] = _mm512_dpbusd_epi32(sum[i], code, _mm512_set1_epi32(load_i32(xc)));
+            }
+          }
+          // Signed scale byte j of each row.
+          const __m512i sv = _mm512_loadu_si512(blk + Q6_K::kScales + 64 * (j / 4));
+          const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(sv, 24 - 8 * (j % 4)), 24);
+          for (int i = 0; i < kX; ++i) {
+            tot[i] = _mm512_add_epi32(tot[i], _mm512_mullo_epi32(sum[i], sc));
+          }
+        }
+      }
+    }
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    for (int i = 0; i < kX; ++i) {
+      const __m512 dx = _mm512_set1_ps(xs.dx[(i0 + i) * nb + b]);
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot[i]), _mm512_mul_ps(dw, dx), acc[i]);
+    }
+  }
+  for (int i = 0; i < kX; ++i) _mm512_storeu_ps(y + (i0 + i) * y_stride, acc[i]);
+}
+
+template <class T>
+void dot_vnni_k(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq, size_t xq_stride,
+                int64_t nx, int64_t n, float* y, int64_t y_stride) {
+  const int64_t nb = n / 256;
+  thread_local XSideK xs;
+  prepare_x_k<T>(xq, xq_stride, nx, nb, &xs);
+  for (int64_t g = 0; g < nr / kRepackRows; ++g) {
+    const uint8_t* wg = w + static_cast<size_t>(g * kRepackRows) * w_stride;
+    float* yg = y + g * kRepackRows;
+    int64_t i = 0;
+    auto run = [&](auto x_rows) {
+      constexpr int kX = decltype(x_rows)::value;
+      if constexpr (std::is_same_v<T, Q4_K>) {
+        dot_group_q4k<kX>(wg, nb, xq, xq_stride, xs, i, yg, y_stride);
+      } else {
+        dot_group_q6k<kX>(wg, nb, xq, xq_stride, xs, i, yg, y_stride);
+      }
+      i += kX;
+    };
+    while (nx - i >= kMaxXK) run(std::integral_constant<int, kMaxXK>{});
+    if (nx - i >= 2) run(std::integral_constant<int, 2>{});
+    if (nx - i >= 1) run(std::integral_constant<int, 1>{});
+  }
+}
+
 }  // namespace
 
 QDotFn x16_vnni_kernel(DType t) {
@@ -146,6 +326,10 @@ QDotFn x16_vnni_kernel(DType t) {
       return dot_vnni<Q4_1>;
     case DType::kQ8_0:
       return dot_vnni<Q8_0>;
+    case DType::kQ4_K:
+      return dot_vnni_k<Q4_K>;
+    case DType::kQ6_K:
+      return dot_vnni_k<Q6_K>;
     default:
       return nullptr;
   }

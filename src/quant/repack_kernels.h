@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace fkv::repack_detail {
@@ -31,6 +32,16 @@ struct Q8_0 {
   static constexpr int kBias = 128;  // stored code ^ 0x80 = code + 128
   static constexpr bool kHasMin = false, kNibbles = false;
 };
+
+// k-quant group-superblock layouts (256 elements per row, repack.h): byte offsets of the fields.
+// q8_K x block: d f32 | qs i8[256] at 4 | bsums i16[16] at 260.
+struct Q4_K {
+  static constexpr size_t kBlock = 16 * 144, kDmin = 32, kScales = 64, kCodes = 256;
+};
+struct Q6_K {
+  static constexpr size_t kBlock = 16 * 210, kScales = 32, kLow = 288, kHigh = 2336;
+};
+inline constexpr size_t kQ8KBlock = 292, kQ8KCodes = 4, kQ8KSums = 260;
 
 inline int32_t load_i32(const uint8_t* p) {
   int32_t v;
@@ -73,6 +84,45 @@ void prepare_x(const uint8_t* xq, size_t xq_stride, int64_t nx, int64_t nb, XSid
       if constexpr (T::kHasMin) {
         std::memcpy(&h, xb + 2, 2);
         s->sx[i * nb + b] = _cvtsh_ss(h);
+      }
+    }
+  }
+}
+
+// The x side of the k-quant kernels, per x row and superblock: d_x, and the integer terms that
+// depend on x alone. q4_K: the 8 sub-block sums of 32 x codes, as 4 words of i16 pairs
+// (bs0 | bs2 << 16, bs1 | bs3, bs4 | bs6, bs5 | bs7) for vpdpwssd against the mins. q6_K: the
+// starts -32 * (sum of the 16 x codes) of the 16 sub-blocks (codes enter unsigned, code + 32).
+struct XSideK {
+  std::vector<float> dx;      // [nx, nb]
+  std::vector<int32_t> ints;  // [nx, nb, 4] (q4_K) or [nx, nb, 16] (q6_K)
+};
+
+template <class T>
+void prepare_x_k(const uint8_t* xq, size_t xq_stride, int64_t nx, int64_t nb, XSideK* s) {
+  constexpr int kInts = std::is_same_v<T, Q4_K> ? 4 : 16;
+  s->dx.resize(static_cast<size_t>(nx * nb));
+  s->ints.resize(static_cast<size_t>(nx * nb * kInts));
+  for (int64_t i = 0; i < nx; ++i) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* xb = xq + i * xq_stride + b * kQ8KBlock;
+      std::memcpy(&s->dx[i * nb + b], xb, 4);
+      int16_t bs[16];
+      std::memcpy(bs, xb + kQ8KSums, sizeof(bs));
+      int32_t* out = &s->ints[(i * nb + b) * kInts];
+      if constexpr (kInts == 4) {
+        int32_t sub[8];
+        for (int j = 0; j < 8; ++j) sub[j] = bs[2 * j] + bs[2 * j + 1];  // |sum| <= 4096: i16
+        auto pair = [](int32_t lo, int32_t hi) {
+          return static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(lo))) |
+                                      (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16));
+        };
+        out[0] = pair(sub[0], sub[2]);
+        out[1] = pair(sub[1], sub[3]);
+        out[2] = pair(sub[4], sub[6]);
+        out[3] = pair(sub[5], sub[7]);
+      } else {
+        for (int j = 0; j < 16; ++j) out[j] = -32 * bs[j];
       }
     }
   }

@@ -21,7 +21,16 @@
 namespace fkv {
 namespace {
 
-const DType kX16Types[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0};
+const DType kX16Types[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K};
+
+bool k_quant(DType t) { return t == DType::kQ4_K || t == DType::kQ6_K; }
+// Elements per block: the x16 layouts need cols to be a multiple of it.
+int64_t block_elems(DType t) { return k_quant(t) ? 256 : 32; }
+// The vector variants with a kernel for t: AVX2 has none for q8_0 (its codes overflow
+// vpmaddubsw's pairs) nor the k-quants (the loader keeps their rows there).
+bool has_variant(DType t, QDotIsa isa) {
+  return !(isa == QDotIsa::kAvx2 && (t == DType::kQ8_0 || k_quant(t)));
+}
 
 float f16_at(const uint8_t* p) {
   uint16_t h;
@@ -75,13 +84,63 @@ float restated_dot(DType t, const uint8_t* row, const uint8_t* xrow, int64_t n) 
   return t == DType::kQ4_1 ? acc + msum : acc;
 }
 
+// The k-quant order (repack.h), from ggml's row layout: per superblock the exact integer total of
+// the sub-blocks' scaled sums (q6_K: codes - 32 through x's sub-block sums), one fma with
+// d_w * d_x; q4_K's mins the same way with dmin_w * d_x into their own sum, subtracted at the end.
+float restated_dot_k(DType t, const uint8_t* row, const uint8_t* xrow, int64_t n) {
+  volatile float acc = 0.0f, macc = 0.0f;
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const uint8_t* w = row + b * (t == DType::kQ4_K ? 144 : 210);
+    const uint8_t* x = xrow + b * 292;
+    float dx;
+    std::memcpy(&dx, x, 4);
+    const int8_t* xs = reinterpret_cast<const int8_t*>(x + 4);
+    int16_t bs[16];
+    std::memcpy(bs, x + 260, sizeof(bs));
+    int32_t isum = 0, msum = 0;
+    if (t == DType::kQ4_K) {
+      const uint8_t* s = w + 4;
+      for (int j = 0; j < 8; ++j) {
+        const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+        const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        int32_t sub = 0;
+        for (int l = 0; l < 32; ++l) {
+          sub += ((w[16 + 32 * (j / 2) + l] >> (4 * (j % 2))) & 15) * xs[32 * j + l];
+        }
+        isum += sc * sub;
+        msum += m * (bs[2 * j] + bs[2 * j + 1]);
+      }
+      acc = std::fma(static_cast<float>(isum), f16_at(w) * dx, acc);
+      macc = std::fma(static_cast<float>(msum), f16_at(w + 2) * dx, macc);
+    } else {
+      int32_t sub[16] = {};
+      for (int e = 0; e < 256; ++e) {
+        const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+        const int q = ((w[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 15) |
+                      (((w[128 + 32 * h + l] >> (2 * k)) & 3) << 4);
+        sub[e / 16] += q * xs[e];
+      }
+      for (int j = 0; j < 16; ++j) {
+        isum += static_cast<int8_t>(w[192 + j]) * (sub[j] - 32 * bs[j]);
+      }
+      acc = std::fma(static_cast<float>(isum), f16_at(w + 208) * dx, acc);
+    }
+  }
+  return t == DType::kQ4_K ? acc - macc : acc;
+}
+
+float restated(DType t, const uint8_t* row, const uint8_t* xrow, int64_t n) {
+  return k_quant(t) ? restated_dot_k(t, row, xrow, n) : restated_dot(t, row, xrow, n);
+}
+
 TEST(Repack, LayoutRoundTripsAndInPlaceEqualsACopy) {
   std::mt19937 rng(5);
   for (DType t : kX16Types) {
-    const int64_t rows = 48, cols = 96;
+    const int64_t rows = 48, cols = 3 * block_elems(t);
     EXPECT_TRUE(x16_shape_ok(t, rows, cols));
     EXPECT_FALSE(x16_shape_ok(t, 40, cols)) << "rows must be a multiple of 16";
-    EXPECT_FALSE(x16_shape_ok(t, rows, 80)) << "cols must be a multiple of 32";
+    EXPECT_FALSE(x16_shape_ok(t, rows, cols + block_elems(t) / 2))
+        << "cols must be a multiple of the block";
     const auto bytes = test::random_weight_bytes(rng, t, rows, cols);
     std::vector<uint8_t> packed(bytes.size());
     repack_x16(t, bytes.data(), packed.data(), rows, cols);
@@ -97,8 +156,8 @@ TEST(Repack, LayoutRoundTripsAndInPlaceEqualsACopy) {
     }
   }
   EXPECT_FALSE(x16_type(DType::kQ5_0));
-  EXPECT_FALSE(x16_type(DType::kQ4_K));
-  EXPECT_EQ(x16_dot_fn(DType::kQ4_K, QDotIsa::kScalar), nullptr);
+  EXPECT_FALSE(x16_type(DType::kQ5_K));
+  EXPECT_EQ(x16_dot_fn(DType::kQ5_K, QDotIsa::kScalar), nullptr);
 }
 
 // Scalar twin == the restated order bit for bit; every variant == the scalar twin bit for bit, for
@@ -115,7 +174,7 @@ TEST(Repack, EveryVariantGivesTheScalarTwinsBits) {
     EXPECT_FALSE(x16_repack_enabled(DType::kQ8_0));
   }
   for (DType t : kX16Types) {
-    for (int64_t n : {32, 576}) {
+    for (int64_t n : {block_elems(t), 18 * block_elems(t)}) {
       const int64_t rows = 48;
       const auto bytes = test::random_weight_bytes(rng, t, rows, n);
       const size_t rb = dtype_row_bytes(t, n);
@@ -133,16 +192,19 @@ TEST(Repack, EveryVariantGivesTheScalarTwinsBits) {
                                         rows);
       for (int64_t i = 0; i < nx; ++i) {
         for (int64_t r = 0; r < rows; ++r) {
-          const float restated = restated_dot(t, bytes.data() + r * rb, xq.data() + i * xs, n);
+          const float restated_r = restated(t, bytes.data() + r * rb, xq.data() + i * xs, n);
           const float got = want[i * rows + r];
-          ASSERT_EQ(0, std::memcmp(&restated, &got, 4))
+          ASSERT_EQ(0, std::memcmp(&restated_r, &got, 4))
               << dtype_name(t) << " n=" << n << " i=" << i << " r=" << r;
           EXPECT_NEAR(got, near[i * rows + r], 1e-4f * (1.0f + std::fabs(got))) << dtype_name(t);
         }
       }
       for (QDotIsa isa : isas) {
         const QDotFn f = x16_dot_fn(t, isa);
-        if (isa == QDotIsa::kAvx2 && t == DType::kQ8_0) continue;
+        if (!has_variant(t, isa)) {
+          EXPECT_EQ(f, nullptr) << dtype_name(t);
+          continue;
+        }
         ASSERT_NE(f, nullptr);
         for (int64_t batch : {1, 2, 3, 4, 5, 7, 8, 9, 12, 15}) {
           SCOPED_TRACE(testing::Message() << dtype_name(t) << " " << quant_dot_isa_name(isa)
@@ -175,15 +237,17 @@ TEST(Repack, EveryVariantGivesTheScalarTwinsBits) {
 TEST(Repack, ExtremeCodesGiveTheScalarTwinsBits) {
   std::mt19937 rng(23);
   for (DType t : kX16Types) {
-    const int64_t rows = 32, n = 256;
-    const size_t rb = dtype_row_bytes(t, n), blk = dtype_row_bytes(t, 32);
-    const size_t head = t == DType::kQ4_1 ? 4 : 2;  // scale bytes before the codes of a block
+    const int64_t rows = 32, n = 512;
+    const size_t rb = dtype_row_bytes(t, n), blk = dtype_row_bytes(t, block_elems(t));
+    // The bytes of a block the fill covers: the codes (and the k-quants' sub-block scales and
+    // mins: q4_K all 63 at 0xFF, q6_K -1 / -128 / 127), not the f16 block scales.
+    const size_t from = t == DType::kQ4_1 ? 4 : t == DType::kQ4_K ? 4 : t == DType::kQ6_K ? 0 : 2;
+    const size_t to = t == DType::kQ6_K ? 208 : blk;
     for (uint8_t fill : {uint8_t{0xFF}, uint8_t{0x80}, uint8_t{0x7F}, uint8_t{0x00}}) {
       auto bytes = test::random_weight_bytes(rng, t, rows, n);
       for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t b = 0; b < n / 32; ++b) {
-          uint8_t* codes = bytes.data() + r * rb + b * blk + head;
-          std::memset(codes, fill, blk - head);
+        for (int64_t b = 0; b < n / block_elems(t); ++b) {
+          std::memset(bytes.data() + r * rb + b * blk + from, fill, to - from);
         }
       }
       std::vector<uint8_t> packed(bytes.size());
@@ -201,8 +265,8 @@ TEST(Repack, ExtremeCodesGiveTheScalarTwinsBits) {
                                       rows);
       for (int64_t i = 0; i < nx; ++i) {
         for (int64_t r = 0; r < rows; ++r) {
-          const float restated = restated_dot(t, bytes.data() + r * rb, xq.data() + i * xs, n);
-          ASSERT_EQ(0, std::memcmp(&restated, &want[i * rows + r], 4)) << dtype_name(t);
+          const float restated_r = restated(t, bytes.data() + r * rb, xq.data() + i * xs, n);
+          ASSERT_EQ(0, std::memcmp(&restated_r, &want[i * rows + r], 4)) << dtype_name(t);
         }
       }
       for (QDotIsa isa : {QDotIsa::kAvx2, QDotIsa::kAvx512}) {
@@ -226,7 +290,8 @@ TEST(Repack, ExtremeCodesGiveTheScalarTwinsBits) {
 TEST(Repack, MatmulOnRepackedWeights) {
   std::mt19937 rng(17);
   for (DType t : kX16Types) {
-    const int64_t rows = 112, cols = 96;  // 7 groups: a partial last tile of 96 rows
+    // 7 groups: a partial last tile of 96 rows.
+    const int64_t rows = 112, cols = k_quant(t) ? 512 : 96;
     const auto bytes = test::random_weight_bytes(rng, t, rows, cols);
     std::vector<uint8_t> packed(bytes.size());
     repack_x16(t, bytes.data(), packed.data(), rows, cols);
@@ -293,7 +358,7 @@ TEST(Repack, MatmulOnRepackedWeights) {
 // matmul / matmul_rows call, for decode and prefill tile sizes and 1 or 2 threads.
 TEST(Repack, SharedXEqualsOneCallPerOutput) {
   std::mt19937 rng(23);
-  const int64_t cols = 96;
+  int64_t cols = 96;
   struct Weight {
     std::vector<uint8_t> bytes;
     WeightMatrix w;
@@ -311,6 +376,7 @@ TEST(Repack, SharedXEqualsOneCallPerOutput) {
     return m;
   };
   for (DType t : kX16Types) {
+    cols = k_quant(t) ? 512 : 96;
     std::vector<Weight> ws;
     ws.push_back(make(t, 112, true));  // 7 groups: partial tiles at both tile sizes
     ws.push_back(make(t, 48, true));
