@@ -106,7 +106,7 @@ class ModelConfig(_Mapping):
     """
 
     def __init__(self, values: Dict[str, Any]) -> None:
-        self._values = dict(values)
+        object.__setattr__(self, "_values", dict(values))
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
@@ -118,10 +118,26 @@ class ModelConfig(_Mapping):
         return len(self._values)
 
     def __getattr__(self, key: str) -> Any:
+        # Only public names are config fields; a dunder or private name that the class lacks
+        # (__array__, __fspath__, _x) is a plain missing attribute, as on any object.
+        if key.startswith("_"):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{key}'")
         try:
             return self.__dict__["_values"][key]
         except KeyError:
             raise AttributeError(f"model config has no field '{key}'") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"model config is read-only: cannot set '{key}'")
+
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"model config is read-only: cannot delete '{key}'")
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise TypeError(f"model config is read-only: cannot set '{key}'")
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError(f"model config is read-only: cannot delete '{key}'")
 
     def __repr__(self) -> str:
         return f"ModelConfig({self._values!r})"
@@ -459,7 +475,7 @@ class Model:
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int = 0,
-        stop: Optional[Union[str, int, Sequence[Union[str, int]]]] = None,
+        stop: Optional[Union[str, Sequence[Union[str, int]]]] = None,
         method: Optional[Union[str, Method]] = None,
         stream: bool = False,
         chat: bool = False,
@@ -480,9 +496,10 @@ class Model:
             top_p: nucleus sampling: the smallest set with probability >= top_p, in (0, 1]
                 (1 = off).
             seed: RNG seed in [0, 2^64); the same seed gives the same tokens on every machine.
-            stop: stop strings (str) and/or stop token ids (int), one or a list. Generation
-                also stops at the model's end-of-generation ids. The text ends before a stop
-                string; a stop id is not included in token_ids.
+            stop: a stop string, or a list of stop strings (str) and/or stop token ids (int)
+                (a token id alone must be in a list: ``stop=[2]``). Generation also stops at the
+                model's end-of-generation ids. The text ends before a stop string; a stop id is
+                not included in token_ids.
             method: the KV method: a spec string ("fastkv", "snapkv:retain_rate=0.1") or a
                 ``fastkv.methods`` object (``fastkv.methods.FastKV(tsp_rate=0.2)``); None = full
                 KV cache. ``fastkv.methods.available()`` lists the methods.
@@ -522,9 +539,21 @@ class Model:
         s = _check_int("seed", seed, 0, 2**64 - 1)
         stop_ids: List[int] = []
         stop_strings: List[str] = []
-        items = [] if stop is None else [stop] if isinstance(stop, (str, _numbers.Integral)) else stop
-        if not isinstance(items, Iterable):
-            raise TypeError(f"stop must be a str, an int or a list of them, not {type(stop).__name__}")
+        # None, one stop string, or a list (tuple, 1-D array) of stop strings and stop token
+        # ids. A bare int is refused (stop=5 reads as a count as easily as a token id), and so is
+        # any other iterable (bytes, a dict or a set would be taken apart silently).
+        if stop is None:
+            items: Sequence[Any] = []
+        elif isinstance(stop, str):
+            items = [stop]
+        elif isinstance(stop, (list, tuple)) or (isinstance(stop, np.ndarray) and stop.ndim == 1):
+            items = stop
+        else:
+            hint = f" (a stop token id goes in a list: stop=[{int(stop)}])" if (
+                isinstance(stop, _numbers.Integral) and not isinstance(stop, bool)) else ""
+            raise TypeError(
+                "stop must be None, a str or a list of str (stop strings) and int (stop token "
+                f"ids), not {type(stop).__name__}{hint}")
         vocab = self._m.config["vocab_size"]
         for item in items:
             if isinstance(item, str):

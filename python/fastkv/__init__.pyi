@@ -1,7 +1,7 @@
 # Type stubs of the fastkv package (the docstrings in __init__.py explain every argument).
 import os
 from collections.abc import Mapping
-from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Union, overload
+from typing import Any, Dict, Iterator, List, Literal, NoReturn, Optional, Sequence, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,11 @@ class ModelConfig(Mapping[str, Any]):
     def __iter__(self) -> Iterator[str]: ...
     def __len__(self) -> int: ...
     def __getattr__(self, key: str) -> Any: ...
+    # Read-only: assigning or deleting a field raises (AttributeError / TypeError).
+    def __setattr__(self, key: str, value: Any) -> NoReturn: ...
+    def __delattr__(self, key: str) -> NoReturn: ...
+    def __setitem__(self, key: str, value: Any) -> NoReturn: ...
+    def __delitem__(self, key: str) -> NoReturn: ...
 
 class Tokenizer:
     @classmethod
@@ -114,7 +119,7 @@ class Model:
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int = 0,
-        stop: Optional[Union[str, int, Sequence[Union[str, int]]]] = None,
+        stop: Optional[Union[str, Sequence[Union[str, int]]]] = None,
         method: Optional[Union[str, Method]] = None,
         stream: Literal[False] = False,
         chat: bool = False,
@@ -131,7 +136,7 @@ class Model:
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int = 0,
-        stop: Optional[Union[str, int, Sequence[Union[str, int]]]] = None,
+        stop: Optional[Union[str, Sequence[Union[str, int]]]] = None,
         method: Optional[Union[str, Method]] = None,
         *,
         stream: Literal[True],

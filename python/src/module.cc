@@ -376,7 +376,8 @@ std::unique_ptr<KvPolicy> prepare_generation(const ModelHandle& mh, const Genera
 // to stop. Runs without the GIL.
 Expected<GenerateOutput> run_generation(const ModelHandle& mh, const GenerateArgs& args,
                                         KvPolicy& policy,
-                                        const std::function<bool(const std::string&)>& emit) {
+                                        const std::function<bool(const std::string&)>& emit,
+                                        std::function<bool()> interrupted) {
   apply_threads(mh.threads);
   const ModelConfig& cfg = mh.model->config();
   const Tokenizer* tok = mh.tokenizer.get();
@@ -395,6 +396,7 @@ Expected<GenerateOutput> run_generation(const ModelHandle& mh, const GenerateArg
   }
   SessionOptions so;
   so.max_new_tokens = args.max_new_tokens;
+  so.interrupted = std::move(interrupted);
   Session session(*mh.model, policy, so);
   std::optional<StreamDecoder> decoder;
   if (tok != nullptr) decoder.emplace(*tok, /*skip_special_tokens=*/true);
@@ -431,6 +433,18 @@ Expected<GenerateOutput> run_generation(const ModelHandle& mh, const GenerateArg
   return out;
 }
 
+// SessionOptions::interrupted for a call made without the GIL from a Python thread: takes the GIL
+// and runs Python's pending signal handlers (only the main thread's run); true once one raised
+// (KeyboardInterrupt for Ctrl-C), which then stays set for the caller to re-raise. *raised says so.
+std::function<bool()> python_signal_check(bool* raised) {
+  return [raised] {
+    if (*raised) return true;
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) *raised = true;
+    return *raised;
+  };
+}
+
 py::dict generate_blocking(const ModelPtr& mh, GenerateArgs args) {
   std::unique_ptr<KvPolicy> policy = prepare_generation(*mh, args);
   bool interrupted = false;
@@ -449,7 +463,8 @@ py::dict generate_blocking(const ModelPtr& mh, GenerateArgs args) {
       }
       return true;
     };
-    out = run_generation(*mh, args, *policy, emit);
+    // Ctrl-C also stops a long prompt's prefill within one chunk or layer.
+    out = run_generation(*mh, args, *policy, emit, python_signal_check(&interrupted));
   }
   if (interrupted) throw py::error_already_set();
   if (!out) throw py::value_error(out.error());
@@ -465,15 +480,17 @@ class GenerationStream {
     worker_ = std::thread([state = state_, mh = std::move(mh), args = std::move(args), policy] {
       Expected<GenerateOutput> out = Status::error("unset");
       try {
-        out = run_generation(*mh, args, *policy, [&](const std::string& piece) {
-          if (state->cancel.load()) return false;
-          if (!piece.empty()) {
-            std::lock_guard<std::mutex> lock(state->mu);
-            state->pieces.push_back(piece);
-          }
-          state->cv.notify_one();
-          return true;
-        });
+        out = run_generation(*mh, args, *policy,
+                             [&](const std::string& piece) {
+                               if (state->cancel.load()) return false;
+                               if (!piece.empty()) {
+                                 std::lock_guard<std::mutex> lock(state->mu);
+                                 state->pieces.push_back(piece);
+                               }
+                               state->cv.notify_one();
+                               return true;
+                             },
+                             /*interrupted=*/{});
       } catch (const std::exception& e) {
         out = Status::error(e.what());
       }
@@ -565,6 +582,9 @@ class SessionHandle {
     method_ = format_method_spec(value_or_raise(parse_method_spec(method)));
     SessionOptions so;
     so.max_new_tokens = max_new_tokens;
+    // Ctrl-C stops a prefill or extend within one chunk or layer; the session then refuses further
+    // calls (its cache is half-written), saying so.
+    so.interrupted = python_signal_check(&signal_raised_);
     session_ = std::make_unique<Session>(*mh_->model, *policy_, so);
   }
 
@@ -647,8 +667,10 @@ class SessionHandle {
       py::gil_scoped_release nogil;
       std::lock_guard<std::mutex> lock(mu_);
       apply_threads(mh_->threads);
+      signal_raised_ = false;
       st = call(logits);
     }
+    if (signal_raised_) throw py::error_already_set();
     check_ok(st);
     const auto n = static_cast<py::ssize_t>(logits.size());
     return to_numpy(std::move(logits), {n});
@@ -659,6 +681,7 @@ class SessionHandle {
   std::unique_ptr<Session> session_;
   std::string method_;
   std::mutex mu_;
+  bool signal_raised_ = false;  // the running call was stopped by a Python signal handler
 };
 
 py::array_t<float> all_logits(const ModelPtr& mh, py::handle ids_obj) {

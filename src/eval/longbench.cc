@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <utility>
+
+#include "core/json_excerpt.h"
+#include "core/utf8.h"
 
 namespace fkv::eval {
 
@@ -145,6 +149,10 @@ Expected<std::vector<EvalSample>> read_longbench_files(const std::vector<JsonlFi
                                                        int samples) {
   std::vector<EvalSample> out;
   std::map<std::string, int> taken_of;  // samples taken per task (a file may mix tasks)
+  std::map<std::string, int> rows_of;   // rows seen per task (the id of a row without _id)
+  // Where each (task, id) was first seen: results and resume are keyed by task + id, so a second
+  // row with the same id would be scored twice or skipped on resume.
+  std::map<std::pair<std::string, std::string>, std::pair<const std::string*, int>> first_at;
   for (const JsonlFile& f : files) {
     for (const auto& [lineno, line] : f.lines) {
       auto where = [&, lineno = lineno](const std::string& what) {
@@ -152,31 +160,65 @@ Expected<std::vector<EvalSample>> read_longbench_files(const std::vector<JsonlFi
       };
       nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (j.is_discarded() || !j.is_object()) return where("not a JSON object");
-      const std::string dataset = j.contains("dataset") && j["dataset"].is_string()
-                                      ? j["dataset"].get<std::string>()
-                                      : f.stem;
+      // A present field of the wrong type is named with what it holds (it is not "missing").
+      auto wrong_type = [&](const char* field, const char* expected) {
+        return where(strfmt("field '%s' must be %s, got %s", field, expected,
+                            json_excerpt(j[field]).c_str()));
+      };
+      if (j.contains("dataset") && !j["dataset"].is_string())
+        return wrong_type("dataset", "a string");
+      const std::string dataset = j.contains("dataset") ? j["dataset"].get<std::string>() : f.stem;
       if (!tasks.empty() && std::find(tasks.begin(), tasks.end(), dataset) == tasks.end()) continue;
+      if (j.contains("_id") && !j["_id"].is_string()) return wrong_type("_id", "a string");
+      int& row = rows_of[dataset];
+      const std::string id = j.contains("_id") ? j["_id"].get<std::string>() : std::to_string(row);
+      ++row;
+      const auto [seen, fresh] = first_at.emplace(
+          std::make_pair(dataset, id), std::make_pair(&f.path, static_cast<int>(lineno)));
+      if (!fresh) {
+        return where(
+            strfmt("duplicate _id '%s' in task '%s' (first at %s:%d); each row of a task "
+                   "needs its own _id",
+                   escape_for_message(id).c_str(), escape_for_message(dataset).c_str(),
+                   seen->second.first->c_str(), seen->second.second));
+      }
       int& taken = taken_of[dataset];
       if (samples > 0 && taken >= samples) continue;
       const LongBenchTask* task = find_longbench_task(dataset);
       if (task == nullptr) return where("unknown LongBench dataset '" + dataset + "'");
       for (const char* field : {"context", "input"}) {
-        if (!j.contains(field) || !j[field].is_string())
-          return where(std::string("missing string field '") + field + "'");
+        if (!j.contains(field))
+          return where(std::string("missing field '") + field + "' (a string)");
+        if (!j[field].is_string()) return wrong_type(field, "a string");
       }
-      if (!j.contains("answers") || !j["answers"].is_array() || j["answers"].empty())
-        return where("missing non-empty array field 'answers'");
+      if (!j.contains("answers"))
+        return where("missing field 'answers' (a non-empty array of strings)");
+      if (!j["answers"].is_array() || j["answers"].empty())
+        return wrong_type("answers", "a non-empty array of strings");
       EvalSample s;
       s.task = dataset;
-      s.id = j.contains("_id") && j["_id"].is_string() ? j["_id"].get<std::string>()
-                                                       : std::to_string(taken);
-      for (const auto& a : j["answers"]) {
-        if (!a.is_string()) return where("'answers' holds a non-string");
+      s.id = id;
+      for (size_t i = 0; i < j["answers"].size(); ++i) {
+        const auto& a = j["answers"][i];
+        if (!a.is_string()) {
+          return where(strfmt("field 'answers' item %zu must be a string, got %s", i,
+                              json_excerpt(a).c_str()));
+        }
         s.answers.push_back(a.get<std::string>());
       }
-      if (j.contains("all_classes") && j["all_classes"].is_array()) {
-        for (const auto& c : j["all_classes"])
-          if (c.is_string()) s.all_classes.push_back(c.get<std::string>());
+      // all_classes is null in the official files for every task but trec and lsht.
+      if (j.contains("all_classes") && !j["all_classes"].is_null()) {
+        if (!j["all_classes"].is_array()) {
+          return wrong_type("all_classes", "an array of strings or null");
+        }
+        for (size_t i = 0; i < j["all_classes"].size(); ++i) {
+          const auto& c = j["all_classes"][i];
+          if (!c.is_string()) {
+            return where(strfmt("field 'all_classes' item %zu must be a string, got %s", i,
+                                json_excerpt(c).c_str()));
+          }
+          s.all_classes.push_back(c.get<std::string>());
+        }
       }
       if (task->metric == Metric::kClassification && s.all_classes.empty())
         return where("classification task without 'all_classes'");

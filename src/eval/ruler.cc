@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/json_excerpt.h"
+
 namespace fkv::eval {
 namespace {
 
@@ -608,10 +610,14 @@ Expected<std::vector<EvalSample>> read_ruler_files(const std::vector<JsonlFile>&
       };
       nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (j.is_discarded() || !j.is_object()) return where("not a JSON object");
-      if (!j.contains("input") || !j["input"].is_string())
-        return where("missing string field 'input'");
-      if (!j.contains("outputs") || !j["outputs"].is_array() || j["outputs"].empty())
-        return where("missing non-empty array field 'outputs'");
+      if (!j.contains("input")) return where("missing field 'input' (a string)");
+      if (!j["input"].is_string())
+        return where("field 'input' must be a string, got " + json_excerpt(j["input"]));
+      if (!j.contains("outputs")) return where("missing field 'outputs' (an array of strings)");
+      if (!j["outputs"].is_array() || j["outputs"].empty()) {
+        return where("field 'outputs' must be a non-empty array of strings, got " +
+                     json_excerpt(j["outputs"]));
+      }
       EvalSample s;
       s.task = task;
       s.id = j.contains("index") ? j["index"].dump() : std::to_string(taken);

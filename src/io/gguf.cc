@@ -5,6 +5,8 @@
 #include <limits>
 #include <utility>
 
+#include "core/utf8.h"
+
 namespace fkv {
 namespace {
 
@@ -177,7 +179,7 @@ Status read_float(Reader& r, GgufValue::Type t, double* out, const char* what) {
 }
 
 Status read_value(Reader& r, const std::string& key, GgufValue* val) {
-  const std::string what = strfmt("key '%s'", key.c_str());
+  const std::string what = strfmt("key '%s'", escape_for_message(key).c_str());
   uint32_t type_id = 0;
   FKV_RETURN_IF_ERROR(r.scalar(&type_id, what.c_str()));
   if (!is_known_value_type(type_id)) {
@@ -287,7 +289,8 @@ Status GgufFile::parse_image(const uint8_t* data, size_t size, const std::string
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string key;
     FKV_RETURN_IF_ERROR(r.string(&key, strfmt("metadata key #%" PRIu64, i), kMaxNameLen));
-    if (out->kv_.count(key) != 0) return r.error(strfmt("duplicate key '%s'", key.c_str()));
+    if (out->kv_.count(key) != 0)
+      return r.error(strfmt("duplicate key '%s'", escape_for_message(key).c_str()));
     GgufValue v;
     FKV_RETURN_IF_ERROR(read_value(r, key, &v));
     out->kv_.emplace(std::move(key), std::move(v));
@@ -312,7 +315,7 @@ Status GgufFile::parse_image(const uint8_t* data, size_t size, const std::string
   for (uint64_t i = 0; i < n_tensors; ++i) {
     GgufTensorInfo t;
     FKV_RETURN_IF_ERROR(r.string(&t.name, strfmt("tensor #%" PRIu64 " name", i), kMaxNameLen));
-    const std::string what = strfmt("tensor '%s'", t.name.c_str());
+    const std::string what = strfmt("tensor '%s'", escape_for_message(t.name).c_str());
     if (out->tensor_index_.count(t.name) != 0) {
       return r.error(strfmt("duplicate %s", what.c_str()));
     }
@@ -382,7 +385,8 @@ Status GgufFile::parse_image(const uint8_t* data, size_t size, const std::string
     if (t.offset > data_size || t.n_bytes > data_size - t.offset) {
       return Status::error(strfmt("gguf '%s': tensor '%s' data [%" PRIu64 ", +%zu) lies outside "
                                   "the %" PRIu64 "-byte data section",
-                                  name.c_str(), t.name.c_str(), t.offset, t.n_bytes, data_size));
+                                  name.c_str(), escape_for_message(t.name).c_str(), t.offset,
+                                  t.n_bytes, data_size));
     }
     t.data = data + data_start + t.offset;
   }

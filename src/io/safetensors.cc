@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "core/json_excerpt.h"
+
 namespace fkv {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -58,13 +60,24 @@ Status parse_safetensors(const uint8_t* data, size_t size, const std::string& fi
     auto bad = [&](const char* what) {
       return Status::error(strfmt("%s: tensor '%s': %s", file.c_str(), name.c_str(), what));
     };
-    if (!t.is_object()) return bad("entry is not an object");
-    if (!t.contains("dtype") || !t["dtype"].is_string()) return bad("missing string field 'dtype'");
-    if (!t.contains("shape") || !t["shape"].is_array()) return bad("missing array field 'shape'");
-    if (!t.contains("data_offsets") || !t["data_offsets"].is_array() ||
-        t["data_offsets"].size() != 2) {
-      return bad("missing field 'data_offsets' [begin, end]");
+    if (!t.is_object()) {
+      return bad(strfmt("entry must be an object, got %s", json_excerpt(t).c_str()).c_str());
     }
+    // A field that is there with the wrong type says what it holds (it is not "missing").
+    auto field = [&](const char* key, bool ok, const char* expected) -> Status {
+      if (!t.contains(key)) return bad(strfmt("missing field '%s' (%s)", key, expected).c_str());
+      if (ok) return Status::ok();
+      return bad(
+          strfmt("field '%s' must be %s, got %s", key, expected, json_excerpt(t[key]).c_str())
+              .c_str());
+    };
+    FKV_RETURN_IF_ERROR(field("dtype", t.contains("dtype") && t["dtype"].is_string(), "a string"));
+    FKV_RETURN_IF_ERROR(
+        field("shape", t.contains("shape") && t["shape"].is_array(), "an array of integers"));
+    FKV_RETURN_IF_ERROR(field(
+        "data_offsets",
+        t.contains("data_offsets") && t["data_offsets"].is_array() && t["data_offsets"].size() == 2,
+        "an array [begin, end]"));
     const std::string dtype_str = t["dtype"].get<std::string>();
     auto dtype = parse_dtype(dtype_str);
     if (!dtype) {
@@ -160,17 +173,28 @@ Expected<SafetensorsArchive> SafetensorsArchive::open(const std::string& path_in
     auto text = read_text_file(path.string());
     if (!text) return text.status();
     json idx = json::parse(*text, nullptr, false);
-    if (idx.is_discarded() || !idx.is_object()) {
-      return Status::error(strfmt("%s: not valid JSON", path.c_str()));
+    if (idx.is_discarded()) return Status::error(strfmt("%s: not valid JSON", path.c_str()));
+    if (!idx.is_object()) {
+      return Status::error(strfmt("%s: must hold a JSON object with a 'weight_map', got %s",
+                                  path.c_str(), json_excerpt(idx).c_str()));
     }
-    if (!idx.contains("weight_map") || !idx["weight_map"].is_object()) {
-      return Status::error(strfmt("%s: missing object field 'weight_map'", path.c_str()));
+    if (!idx.contains("weight_map")) {
+      return Status::error(
+          strfmt("%s: missing field 'weight_map' (an object of tensor name -> shard file name)",
+                 path.c_str()));
+    }
+    if (!idx["weight_map"].is_object()) {
+      return Status::error(
+          strfmt("%s: field 'weight_map' must be an object of tensor name -> shard file name, "
+                 "got %s",
+                 path.c_str(), json_excerpt(idx["weight_map"]).c_str()));
     }
     std::vector<std::string> shard_names;
     for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
       if (!it.value().is_string()) {
         return Status::error(
-            strfmt("%s: weight_map['%s'] is not a file name", path.c_str(), it.key().c_str()));
+            strfmt("%s: weight_map['%s'] must be a shard file name (a string), got %s",
+                   path.c_str(), it.key().c_str(), json_excerpt(it.value()).c_str()));
       }
       const std::string shard = it.value().get<std::string>();
       if (shard.find('/') != std::string::npos) {

@@ -6,32 +6,45 @@
 #include <nlohmann/json.hpp>
 #include <type_traits>
 
+#include "core/json_excerpt.h"
+
 namespace fkv {
 using json = nlohmann::json;
 
 namespace {
 
+// What an explicit `null` means for a field. transformers reads a JSON null as Python None, and
+// only some config classes replace None by the default (num_key_value_heads, and head_dim of
+// Llama and Mistral); for the others None breaks the model, so null is an error, never a silent
+// default.
+enum class NullIs { kError, kAbsent };
+
 // Reads an optional numeric field; errors name the field and the file. Integers must be written
 // as integers (2.5 is not a layer count) and fit the field before it is narrowed; floats must be
 // finite.
 template <class T>
-Status read_num(const json& j, const char* key, T& out, bool required, const std::string& src) {
-  if (!j.contains(key) || j[key].is_null()) {
+Status read_num(const json& j, const char* key, T& out, bool required, const std::string& src,
+                NullIs null_is = NullIs::kError) {
+  if (!j.contains(key) || (null_is == NullIs::kAbsent && j[key].is_null())) {
     if (required) return Status::error(strfmt("%s: missing field '%s'", src.c_str(), key));
     return Status::ok();
   }
   const json& v = j[key];
+  if (v.is_null()) {
+    return Status::error(strfmt("%s: field '%s' must be a number, got null%s", src.c_str(), key,
+                                required ? "" : " (leave the field out to use the default)"));
+  }
   if (!v.is_number()) {
-    return Status::error(
-        strfmt("%s: field '%s' must be a number, got %s", src.c_str(), key, v.dump().c_str()));
+    return Status::error(strfmt("%s: field '%s' must be a number, got %s", src.c_str(), key,
+                                json_excerpt(v).c_str()));
   }
   if constexpr (std::is_integral_v<T>) {
     const bool integral =
         v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) &&
                                   std::floor(v.get<double>()) == v.get<double>());
     if (!integral) {
-      return Status::error(
-          strfmt("%s: field '%s' must be an integer, got %s", src.c_str(), key, v.dump().c_str()));
+      return Status::error(strfmt("%s: field '%s' must be an integer, got %s", src.c_str(), key,
+                                  json_excerpt(v).c_str()));
     }
     const double as_double = v.get<double>();
     const bool fits =
@@ -41,14 +54,14 @@ Status read_num(const json& j, const char* key, T& out, bool required, const std
                as_double <= static_cast<double>(std::numeric_limits<T>::max()));
     if (!fits) {
       return Status::error(
-          strfmt("%s: field '%s' = %s is out of range", src.c_str(), key, v.dump().c_str()));
+          strfmt("%s: field '%s' = %s is out of range", src.c_str(), key, json_excerpt(v).c_str()));
     }
     out = v.is_number_float() ? static_cast<T>(as_double) : v.get<T>();
   } else {
     const double d = v.get<double>();
     if (!std::isfinite(d) || std::abs(d) > static_cast<double>(std::numeric_limits<T>::max())) {
       return Status::error(
-          strfmt("%s: field '%s' = %s is out of range", src.c_str(), key, v.dump().c_str()));
+          strfmt("%s: field '%s' = %s is out of range", src.c_str(), key, json_excerpt(v).c_str()));
     }
     out = static_cast<T>(d);
   }
@@ -64,7 +77,7 @@ Status read_token_ids(const json& j, const char* key, std::vector<int>& out,
     if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
         v.get<int64_t>() > std::numeric_limits<int>::max()) {
       return Status::error(strfmt("%s: field '%s' must hold non-negative integer token ids, got %s",
-                                  src.c_str(), key, v.dump().c_str()));
+                                  src.c_str(), key, json_excerpt(v).c_str()));
     }
     const int id = static_cast<int>(v.get<int64_t>());
     if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
@@ -156,7 +169,8 @@ Expected<ModelConfig> parse_hf_config(const std::string& text, const std::string
   FKV_RETURN_IF_ERROR(read_num(j, "hidden_size", c.d_model, true, src));
   FKV_RETURN_IF_ERROR(read_num(j, "num_attention_heads", c.n_heads, true, src));
   c.n_kv_heads = c.n_heads;
-  FKV_RETURN_IF_ERROR(read_num(j, "num_key_value_heads", c.n_kv_heads, false, src));
+  FKV_RETURN_IF_ERROR(
+      read_num(j, "num_key_value_heads", c.n_kv_heads, false, src, NullIs::kAbsent));
   FKV_RETURN_IF_ERROR(read_num(j, "intermediate_size", c.d_ff, true, src));
   FKV_RETURN_IF_ERROR(read_num(j, "vocab_size", c.n_vocab, true, src));
   c.n_ctx = 2048;
@@ -165,12 +179,29 @@ Expected<ModelConfig> parse_hf_config(const std::string& text, const std::string
   FKV_RETURN_IF_ERROR(read_num(j, "rope_theta", c.rope_theta, false, src));
   if (c.n_heads <= 0) return Status::error(strfmt("%s: invalid num_attention_heads", src.c_str()));
   c.head_dim = c.d_model / c.n_heads;
-  FKV_RETURN_IF_ERROR(read_num(j, "head_dim", c.head_dim, false, src));
+  FKV_RETURN_IF_ERROR(read_num(
+      j, "head_dim", c.head_dim, false, src,
+      c.arch == Arch::kLlama || c.arch == Arch::kMistral ? NullIs::kAbsent : NullIs::kError));
   c.rot_dim = c.head_dim;
   if (j.contains("partial_rotary_factor")) {
     return Status::error(strfmt("%s: partial_rotary_factor is not supported", src.c_str()));
   }
-  if (j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean()) {
+  // Flags are booleans (null: as transformers reads it, false); anything else is an error, not a
+  // silent default.
+  for (const char* key :
+       {"tie_word_embeddings", "use_sliding_window", "attention_bias", "mlp_bias"}) {
+    if (j.contains(key) && !j[key].is_null() && !j[key].is_boolean()) {
+      return Status::error(strfmt("%s: field '%s' must be true or false, got %s", src.c_str(), key,
+                                  json_excerpt(j[key]).c_str()));
+    }
+  }
+  if (j.contains("hidden_act") && !j["hidden_act"].is_string()) {
+    return Status::error(strfmt("%s: field 'hidden_act' must be a string (\"silu\"), got %s",
+                                src.c_str(), json_excerpt(j["hidden_act"]).c_str()));
+  }
+  if (j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_null()) {
+    c.tie_embeddings = false;
+  } else if (j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean()) {
     c.tie_embeddings = j["tie_word_embeddings"].get<bool>();
   } else if (c.arch == Arch::kQwen2 || c.arch == Arch::kQwen3) {
     c.tie_embeddings = false;  // transformers' default for these classes is also false
@@ -235,7 +266,7 @@ Expected<ModelConfig> parse_hf_config(const std::string& text, const std::string
   FKV_RETURN_IF_ERROR(read_token_ids(j, "bos_token_id", bos, src));
   if (j.contains("bos_token_id") && j["bos_token_id"].is_array()) {
     return Status::error(strfmt("%s: field 'bos_token_id' must be one integer token id, got %s",
-                                src.c_str(), j["bos_token_id"].dump().c_str()));
+                                src.c_str(), json_excerpt(j["bos_token_id"]).c_str()));
   }
   if (!bos.empty()) c.bos_token_id = bos[0];
   FKV_RETURN_IF_ERROR(c.validate(src));

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/file_io.h"
+#include "core/utf8.h"
 #include "io/gguf.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_impl.h"
@@ -298,7 +299,7 @@ Expected<Tokenizer> Tokenizer::from_gguf(const GgufFile& gguf) {
                                         : m->vocab.find(mg.substr(0, sp) + mg.substr(sp + 1));
       if (ia == m->vocab.end() || ib == m->vocab.end() || ic == m->vocab.end())
         return Status::error(strfmt("%s: tokenizer.ggml.merges[%d] \"%s\" not in vocab",
-                                    path.c_str(), rank, mg.c_str()));
+                                    path.c_str(), rank, escape_for_message(mg).c_str()));
       uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(ia->second)) << 32) |
                      static_cast<uint32_t>(ib->second);
       m->merges.emplace(key, std::make_pair(rank++, ic->second));
@@ -325,7 +326,7 @@ Expected<Tokenizer> Tokenizer::from_gguf(const GgufFile& gguf) {
       regexes = {kGpt2Regex};
     } else {
       return Status::error(strfmt("%s: tokenizer.ggml.pre \"%s\" is not a known pre-tokenizer",
-                                  path.c_str(), pre.c_str()));
+                                  path.c_str(), escape_for_message(pre).c_str()));
     }
     for (const std::string& rx : regexes) {
       auto re = Regex::compile(rx);
@@ -352,8 +353,9 @@ Expected<Tokenizer> Tokenizer::from_gguf(const GgufFile& gguf) {
     }
     add_bos_default = false;
   } else {
-    return Status::error(strfmt("%s: tokenizer.ggml.model \"%s\" unsupported (llama or gpt2)",
-                                path.c_str(), model->c_str()));
+    return Status::error(
+        strfmt("%s: tokenizer.ggml.model \"%s\" is not supported (expected \"llama\" or \"gpt2\")",
+               path.c_str(), escape_for_message(*model).c_str()));
   }
   m->bos_id = opt_id("tokenizer.ggml.bos_token_id");
   m->eos_id = opt_id("tokenizer.ggml.eos_token_id");

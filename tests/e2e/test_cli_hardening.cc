@@ -83,6 +83,20 @@ TEST(CliHardening, NumbersAreCheckedAtFullWidth) {
   EXPECT_EQ(a.out, b.out);
 }
 
+// Issue 21: --top-p states one range, (0, 1], for every value outside it (1.5 used to say
+// "[0, 1]" while 0 was refused as outside "(0, 1]").
+TEST(CliHardening, TopPOutOfRangeSaysTheHalfOpenRange) {
+  for (const char* v : {"1.5", "0", "-0.25", "1.0000001"}) {
+    expect_clear_error(gen(std::string("--top-p ") + v),
+                       std::string("--top-p must be in (0, 1], got '") + v + "'");
+  }
+  expect_clear_error(gen("--top-p abc"), "--top-p expects a finite number, got 'abc'");
+  for (const char* v : {"1", "0.5", "1e-3"}) {
+    const CliRun r = run(gen(std::string("--temperature 0.8 --top-p ") + v));
+    EXPECT_EQ(r.exit_code, 0) << v << ": " << r.err;
+  }
+}
+
 // Cause 3: invalid model values in config.json are errors naming the field (the CLI path of the
 // unit tests in test_model_loading.cc and test_tokenizer_gguf.cc).
 TEST(CliHardening, InvalidModelValuesNameTheField) {

@@ -1,6 +1,9 @@
 """Bad arguments raise Python exceptions carrying the engine's message; none crashes the process
 (a crash would end the pytest run)."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -182,6 +185,64 @@ def test_method_object_errors(fastkv):
     with pytest.raises(ValueError, match="unknown KV method"):
         fastkv.methods.from_spec("nope:x=1")
 
+
+def test_config_dunder_names_are_plain_attribute_errors(stories):
+    # Issue 21: a dunder or private name is a missing attribute, not a config field
+    # (cfg.__setitem__ said "model config has no field '__setitem__'").
+    cfg = stories.config
+    with pytest.raises(AttributeError, match=r"^'ModelConfig' object has no attribute '__array__'$"):
+        cfg.__array__
+    with pytest.raises(AttributeError, match=r"^'ModelConfig' object has no attribute '__fspath__'$"):
+        getattr(cfg, "__fspath__")
+    assert not hasattr(cfg, "_private")
+    with pytest.raises(AttributeError, match=r"^model config has no field 'no_such_field'$"):
+        cfg.no_such_field
+    assert cfg.vocab_size == cfg["vocab_size"] == 512
+    assert copy.copy(cfg) == cfg and pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+def test_config_assignment_says_the_config_is_read_only(stories):
+    cfg = stories.config
+    with pytest.raises(AttributeError, match=r"^model config is read-only: cannot set 'vocab_size'$"):
+        cfg.vocab_size = 3
+    with pytest.raises(AttributeError, match=r"^model config is read-only: cannot set 'new_field'$"):
+        cfg.new_field = 3
+    with pytest.raises(AttributeError, match=r"^model config is read-only: cannot delete 'vocab_size'$"):
+        del cfg.vocab_size
+    with pytest.raises(TypeError, match=r"^model config is read-only: cannot set 'vocab_size'$"):
+        cfg["vocab_size"] = 3
+    with pytest.raises(TypeError, match=r"^model config is read-only: cannot set 'vocab_size'$"):
+        cfg.__setitem__("vocab_size", 3)
+    with pytest.raises(TypeError, match=r"^model config is read-only: cannot delete 'vocab_size'$"):
+        del cfg["vocab_size"]
+    assert cfg.vocab_size == 512
+
+
+@pytest.mark.parametrize(
+    "stop, message",
+    [
+        (5, r"^stop must be None, a str or a list of str \(stop strings\) and int \(stop token ids\), "
+            r"not int \(a stop token id goes in a list: stop=\[5\]\)$"),
+        (True, r"^stop must be None, .*, not bool$"),
+        (2.5, r"^stop must be None, .*, not float$"),
+        (b"ab", r"^stop must be None, .*, not bytes$"),
+        ({"x": 1}, r"^stop must be None, .*, not dict$"),
+        ({"x"}, r"^stop must be None, .*, not set$"),
+        (iter(["x"]), r"^stop must be None, .*, not list_iterator$"),
+    ],
+)
+def test_stop_must_be_none_a_str_or_a_list(stories, stop, message):
+    # Issue 21: generate(stop=5) was accepted silently; bytes or a dict were taken apart.
+    with pytest.raises(TypeError, match=message):
+        stories.generate([1, 2, 3], max_new_tokens=2, stop=stop)
+    with pytest.raises(TypeError, match=message):
+        stories.generate([1, 2, 3], max_new_tokens=2, stop=stop, stream=True)
+
+
+def test_stop_accepts_none_a_str_and_lists_of_str_and_ids(stories):
+    for stop in (None, "xyz", ["xyz"], ("xyz", 7), [7], np.array([7, 8])):
+        out = stories.generate([1, 2, 3], max_new_tokens=2, stop=stop)
+        assert out.finish_reason in ("length", "stop", "stop_string"), stop
 
 def test_engine_still_works_after_every_error(stories):
     out = stories.generate(STORY_PROMPT, max_new_tokens=4)

@@ -1,10 +1,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 #include "core/dtype.h"
 #include "core/mmap_file.h"
 #include "core/status.h"
+#include "core/utf8.h"
 
 namespace fkv {
 namespace {
@@ -40,6 +42,25 @@ TEST(MappedFile, MissingFileNamesPath) {
   auto f = MappedFile::open("/nonexistent/model.safetensors");
   ASSERT_FALSE(f.has_value());
   EXPECT_NE(f.error().find("/nonexistent/model.safetensors"), std::string::npos);
+}
+
+// Issue 21: bytes from a file quoted in a message: printable ASCII and well-formed UTF-8 stay,
+// everything else is \xNN, so no raw byte reaches the terminal.
+TEST(EscapeForMessage, NonPrintableAndInvalidUtf8BecomeHexEscapes) {
+  EXPECT_EQ(escape_for_message("llama"), "llama");
+  EXPECT_EQ(escape_for_message("a\"b\\c"), "a\\\"b\\\\c");
+  EXPECT_EQ(escape_for_message("t\tn\nr\r"), "t\\tn\\nr\\r");
+  EXPECT_EQ(escape_for_message(std::string("\x00\x1b[31m\x7f", 7)), "\\x00\\x1b[31m\\x7f");
+  EXPECT_EQ(escape_for_message("\xff\xfe"), "\\xff\\xfe");
+  EXPECT_EQ(escape_for_message("caf\xc3\xa9 \xe4\xb8\xad"), "caf\xc3\xa9 \xe4\xb8\xad");
+  EXPECT_EQ(escape_for_message("\xe4\xb8"), "\\xe4\\xb8");                    // cut sequence
+  EXPECT_EQ(escape_for_message("\xc0\xaf"), "\\xc0\\xaf");                    // overlong '/'
+  EXPECT_EQ(escape_for_message("\xed\xa0\x80"), "\\xed\\xa0\\x80");           // surrogate
+  EXPECT_EQ(escape_for_message("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // > U+10FFFF
+  EXPECT_EQ(escape_for_message("\xc2\x85"), "\\xc2\\x85");                    // C1 control (NEL)
+  EXPECT_EQ(escape_for_message("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");      // U+1F600
+  EXPECT_EQ(escape_for_message(std::string(300, 'x'), 4), "xxxx... (300 bytes)");
+  EXPECT_EQ(escape_for_message("ab\xe4\xb8\xad", 3), "ab\\xe4... (5 bytes)");  // cut mid-char
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 // same haystack size and `length`; plus reproducibility and every task at a small length.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
@@ -156,6 +158,24 @@ TEST(EvalRuler, ReadsRulerJsonlAndSplitsTheAnswerPrefix) {
             "provided text is");
   EXPECT_EQ((*s)[0].question.rfind("What is the special magic uuid", 0), 0u);
   EXPECT_EQ((*s)[0].answers, std::vector<std::string>{"1ee34dc4-3b04-4a8b-805b-fdc94e7ed827"});
+}
+
+// A field of the wrong type says what it holds, not that it is missing.
+TEST(EvalRuler, FieldOfWrongTypeSaysWhatItHoldsNotMissing) {
+  const std::string path = (std::filesystem::temp_directory_path() / "niah_single_1_64.jsonl");
+  auto error_for = [&](const std::string& line) {
+    std::ofstream(path, std::ios::trunc) << line << "\n";
+    auto files = read_jsonl_inputs(path);
+    if (!files) return files.error();
+    auto s = read_ruler_files(*files, {}, 1, 64);
+    return s.has_value() ? std::string("(read without error)") : s.error();
+  };
+  EXPECT_EQ(error_for(R"({"input": 5, "outputs": ["a"]})"),
+            path + ":1: field 'input' must be a string, got 5");
+  EXPECT_EQ(error_for(R"({"outputs": ["a"]})"), path + ":1: missing field 'input' (a string)");
+  EXPECT_EQ(error_for(R"({"input": "q", "outputs": "a"})"),
+            path + ":1: field 'outputs' must be a non-empty array of strings, got \"a\"");
+  std::filesystem::remove(path);
 }
 
 }  // namespace

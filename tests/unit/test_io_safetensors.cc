@@ -127,5 +127,50 @@ TEST(Safetensors, ShardedArchiveNamesMissingTensorAndShard) {
   fs::remove_all(dir);
 }
 
+// Issue 21: an index whose weight_map (or one entry of it) has the wrong type says what it holds
+// and what it must be (it used to say "missing object field"); header fields likewise.
+TEST(Safetensors, FieldOfWrongTypeSaysWhatItHoldsNotMissing) {
+  const fs::path dir = fs::temp_directory_path() / "fkv_test_index_types";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string index = (dir / "model.safetensors.index.json").string();
+  auto open_error = [&](const std::string& text) {
+    std::ofstream(index, std::ios::trunc) << text;
+    auto a = SafetensorsArchive::open(dir.string());
+    return a.has_value() ? std::string("(opened without error)") : a.error();
+  };
+  EXPECT_EQ(
+      open_error(R"({"weight_map": 5})"),
+      index + ": field 'weight_map' must be an object of tensor name -> shard file name, got 5");
+  EXPECT_EQ(open_error(R"({"weight_map": ["a.safetensors"]})"),
+            index +
+                ": field 'weight_map' must be an object of tensor name -> shard file name, got "
+                "[\"a.safetensors\"]");
+  EXPECT_EQ(open_error(R"({"metadata": {}})"),
+            index + ": missing field 'weight_map' (an object of tensor name -> shard file name)");
+  EXPECT_EQ(open_error(R"({"weight_map": {"x": 3}})"),
+            index + ": weight_map['x'] must be a shard file name (a string), got 3");
+  EXPECT_EQ(open_error("[1, 2]"),
+            index + ": must hold a JSON object with a 'weight_map', got [1,2]");
+  fs::remove_all(dir);
+
+  std::map<std::string, SafetensorsTensor> t;
+  Status st = parse(
+      image(R"({"w":{"dtype":5,"shape":[2],"data_offsets":[0,8]}})", std::string(8, '\0')), t);
+  EXPECT_EQ(st.message(), "t.safetensors: tensor 'w': field 'dtype' must be a string, got 5");
+  st = parse(image(R"({"w":{"dtype":"F32","shape":2,"data_offsets":[0,8]}})", std::string(8, '\0')),
+             t);
+  EXPECT_EQ(st.message(),
+            "t.safetensors: tensor 'w': field 'shape' must be an array of integers, got 2");
+  st = parse(image(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", std::string(8, '\0')),
+             t);
+  EXPECT_EQ(st.message(),
+            "t.safetensors: tensor 'w': field 'data_offsets' must be an array [begin, end], got "
+            "[0]");
+  st = parse(image(R"({"w":{"dtype":"F32","shape":[2]}})", std::string(8, '\0')), t);
+  EXPECT_EQ(st.message(),
+            "t.safetensors: tensor 'w': missing field 'data_offsets' (an array [begin, end])");
+}
+
 }  // namespace
 }  // namespace fkv

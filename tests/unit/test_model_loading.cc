@@ -134,6 +134,81 @@ TEST(ModelLoading, BadConfigsNameTheField) {
   fs::remove_all(dir);
 }
 
+// Issue 21: an explicit null for a numeric field is an error naming the field (rms_norm_eps: null
+// used to take the default silently). transformers replaces None by the default only for
+// num_key_value_heads and Llama/Mistral head_dim; sliding_window and rope_scaling null mean "none"
+// in Mistral/Qwen2 configs. Those keep loading.
+TEST(ModelLoading, ExplicitNullNumericFieldIsAnErrorNamingTheField) {
+  auto config_of = [](const std::string& model, const std::function<void(json&)>& edit) {
+    json j = json::parse(std::ifstream(kModels / model / "config.json"));
+    edit(j);
+    return parse_hf_config(j.dump(), "config.json");
+  };
+  auto error_of = [&](const std::string& model, const std::function<void(json&)>& edit) {
+    auto c = config_of(model, edit);
+    return c.has_value() ? std::string("(parsed without error)") : c.error();
+  };
+  const std::string use_default = " (leave the field out to use the default)";
+  for (const char* key : {"rms_norm_eps", "rope_theta", "max_position_embeddings"}) {
+    EXPECT_EQ(
+        error_of("tiny-llama", [&](json& j) { j[key] = nullptr; }),
+        std::string("config.json: field '") + key + "' must be a number, got null" + use_default);
+  }
+  for (const char* key : {"num_hidden_layers", "hidden_size", "num_attention_heads",
+                          "intermediate_size", "vocab_size"}) {
+    EXPECT_EQ(error_of("tiny-llama", [&](json& j) { j[key] = nullptr; }),
+              std::string("config.json: field '") + key + "' must be a number, got null");
+  }
+  EXPECT_EQ(error_of("tiny-llama",
+                     [](json& j) {
+                       j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", nullptr}};
+                     }),
+            "config.json rope_scaling: field 'factor' must be a number, got null");
+  EXPECT_EQ(error_of("tiny-qwen3", [](json& j) { j["head_dim"] = nullptr; }),
+            "config.json: field 'head_dim' must be a number, got null" + use_default);
+  // HF's own None-means-default fields.
+  auto kv = config_of("tiny-llama", [](json& j) { j["num_key_value_heads"] = nullptr; });
+  ASSERT_TRUE(kv.has_value()) << kv.error();
+  EXPECT_EQ(kv->n_kv_heads, kv->n_heads);
+  auto hd = config_of("tiny-llama", [](json& j) { j["head_dim"] = nullptr; });
+  ASSERT_TRUE(hd.has_value()) << hd.error();
+  EXPECT_EQ(hd->head_dim, hd->d_model / hd->n_heads);
+  auto sw = config_of("tiny-mistral", [](json& j) {
+    j["sliding_window"] = nullptr;
+    j["rope_scaling"] = nullptr;
+  });
+  ASSERT_TRUE(sw.has_value()) << sw.error();
+  EXPECT_EQ(sw->sliding_window, 0);
+  // The fixtures carry "rope_scaling": null and "sliding_window": null as HF wrote them.
+  for (const char* model : {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-llama-fastkv"}) {
+    auto c = config_of(model, [](json&) {});
+    EXPECT_TRUE(c.has_value()) << model << ": " << c.error();
+  }
+}
+
+// Boolean flags and hidden_act of the wrong type are errors naming the field and the value, not
+// silent defaults; a null flag reads as transformers reads it (false).
+TEST(ModelLoading, FlagOfWrongTypeIsAnErrorNamingTheField) {
+  auto config_of = [](const std::string& model, const std::function<void(json&)>& edit) {
+    json j = json::parse(std::ifstream(kModels / model / "config.json"));
+    edit(j);
+    return parse_hf_config(j.dump(), "config.json");
+  };
+  for (const char* key :
+       {"tie_word_embeddings", "use_sliding_window", "attention_bias", "mlp_bias"}) {
+    auto c = config_of("tiny-qwen2", [&](json& j) { j[key] = "yes"; });
+    ASSERT_FALSE(c.has_value()) << key;
+    EXPECT_EQ(c.error(),
+              std::string("config.json: field '") + key + "' must be true or false, got \"yes\"");
+  }
+  auto act = config_of("tiny-llama", [](json& j) { j["hidden_act"] = 3; });
+  ASSERT_FALSE(act.has_value());
+  EXPECT_EQ(act.error(), "config.json: field 'hidden_act' must be a string (\"silu\"), got 3");
+  auto tied = config_of("tiny-llama", [](json& j) { j["tie_word_embeddings"] = nullptr; });
+  ASSERT_TRUE(tied.has_value()) << tied.error();
+  EXPECT_FALSE(tied->tie_embeddings);
+}
+
 TEST(ModelLoading, BadGenerationConfigNamesTheField) {
   const fs::path dir = scratch_copy("tiny-llama");
   std::ofstream(dir / "generation_config.json") << R"({"eos_token_id": [2, 99999]})";

@@ -181,5 +181,39 @@ TEST(GgufTokenizer, SpecialTokenIdOutsideVocabularyIsAnError) {
   }
 }
 
+// Issue 21: string values from a corrupted file are quoted with their non-printable and
+// non-UTF-8 bytes escaped as \xNN (the raw bytes used to reach the terminal).
+TEST(GgufTokenizer, CorruptedModelNameIsEscapedInTheError) {
+  const std::string path = ::testing::TempDir() + "fkv_bad_model_name.gguf";
+  auto error_for = [&](const std::string& model, const std::string& pre,
+                       const std::vector<std::string>& merges) {
+    GgufWriter w;
+    w.str("tokenizer.ggml.model", model);
+    w.str("tokenizer.ggml.pre", pre);
+    w.str_array("tokenizer.ggml.tokens", {"a", "b", "ab"});
+    w.str_array("tokenizer.ggml.merges", merges);
+    w.write(path);
+    auto f = GgufFile::open(path);
+    EXPECT_TRUE(f.has_value()) << f.error();
+    if (!f) return std::string();
+    auto t = Tokenizer::from_gguf(*f);
+    return t.has_value() ? std::string("(loaded without error)") : t.error();
+  };
+  EXPECT_EQ(error_for(std::string("ll\xff\x01m\"a\n", 8), "default", {"a b"}),
+            path +
+                ": tokenizer.ggml.model \"ll\\xff\\x01m\\\"a\\n\" is not supported (expected "
+                "\"llama\" or \"gpt2\")");
+  EXPECT_EQ(error_for("gpt2", "qw\xe4\xb8", {"a b"}),  // a cut UTF-8 sequence
+            path + ": tokenizer.ggml.pre \"qw\\xe4\\xb8\" is not a known pre-tokenizer");
+  EXPECT_EQ(error_for("gpt2", "default", {"a \x80z"}),
+            path + ": tokenizer.ggml.merges[0] \"a \\x80z\" not in vocab");
+  // Printable UTF-8 stays readable.
+  EXPECT_EQ(error_for("ламa", "default", {"a b"}),
+            path +
+                ": tokenizer.ggml.model \"ламa\" is not supported (expected \"llama\" or "
+                "\"gpt2\")");
+  std::remove(path.c_str());
+}
+
 }  // namespace
 }  // namespace fkv

@@ -52,6 +52,9 @@ const std::vector<ArgSpec>& generate_specs() {
     s.push_back({"dump-selection", ArgKind::kString, "write what prefill kept to this JSON file"});
     s.push_back(
         {"no-stream", ArgKind::kFlag, "print the answer at the end instead of token by token"});
+    s.push_back({"ignore-eos", ArgKind::kFlag,
+                 "decode all --max-new-tokens tokens past end-of-text (benchmarks; as the server's "
+                 "\"ignore_eos\")"});
     return s;
   }();
   return specs;
@@ -69,8 +72,14 @@ Status read_sampling(const ParsedArgs& pa, GenerationRequest& req) {
   auto top_k = get_int(pa, "top-k", 0, 0, std::numeric_limits<int>::max());
   if (!top_k) return top_k.status();
   req.sampler.top_k = static_cast<int>(*top_k);
-  auto top_p = get_float(pa, "top-p", 1.0, 0.0, 1.0);
+  // top_p is in (0, 1] (0 would keep no token): one message for every value outside, as the
+  // sampler's own check words it.
+  auto top_p = get_float(pa, "top-p", 1.0, -std::numeric_limits<double>::max(),
+                         std::numeric_limits<double>::max());
   if (!top_p) return top_p.status();
+  if (!(*top_p > 0.0 && *top_p <= 1.0)) {
+    return Status::error(strfmt("--top-p must be in (0, 1], got '%s'", pa.str("top-p").c_str()));
+  }
   req.sampler.top_p = static_cast<float>(*top_p);
   if (pa.has("seed")) {
     auto seed = parse_uint64(pa.str("seed"), "--seed");
@@ -134,7 +143,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   auto ids = encode_prompt(*tok, *prompt_text, prompt_opts);
   if (!ids) return fail(Status::error(strfmt("%s: %s", path->c_str(), ids.error().c_str())));
   req.prompt = std::move(ids.value());
-  req.stop_ids = stop_ids_for(*tok, cfg);
+  if (!pa->has("ignore-eos")) req.stop_ids = stop_ids_for(*tok, cfg);
 
   SessionOptions so;
   so.max_new_tokens = req.max_new_tokens;
