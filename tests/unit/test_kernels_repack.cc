@@ -27,10 +27,8 @@ bool k_quant(DType t) { return t == DType::kQ4_K || t == DType::kQ6_K; }
 // Elements per block: the x16 layouts need cols to be a multiple of it.
 int64_t block_elems(DType t) { return k_quant(t) ? 256 : 32; }
 // The vector variants with a kernel for t: AVX2 has none for q8_0 (its codes overflow
-// vpmaddubsw's pairs) nor the k-quants (the loader keeps their rows there).
-bool has_variant(DType t, QDotIsa isa) {
-  return !(isa == QDotIsa::kAvx2 && (t == DType::kQ8_0 || k_quant(t)));
-}
+// vpmaddubsw's pairs; the loader keeps its rows there).
+bool has_variant(DType t, QDotIsa isa) { return !(isa == QDotIsa::kAvx2 && t == DType::kQ8_0); }
 
 float f16_at(const uint8_t* p) {
   uint16_t h;
