@@ -17,6 +17,7 @@ namespace {
 const std::map<std::string, std::string>& model_table() {
   static const std::map<std::string, std::string> table = {
       {"smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+      {"qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"},
   };
   return table;
 }

@@ -22,8 +22,8 @@ Status check_engine_environment();
 
 // Folder of fetched models: $FASTKV_MODEL_DIR, else ~/.cache/fastkv/models.
 std::string model_cache_dir();
-// A path is returned as is; a known short name ("smollm2-135m-instruct", "stories260k")
-// resolves to its file. Errors say how to fetch a missing model.
+// A path is returned as is; a known short name ("smollm2-135m-instruct",
+// "qwen2.5-coder-1.5b-instruct") resolves to its file. Errors say how to fetch a missing model.
 Expected<std::string> resolve_model_path(const std::string& name_or_path);
 std::vector<std::string> known_model_names();
 

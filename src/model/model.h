@@ -39,7 +39,8 @@ class Model {
   // `path`: a Hugging Face model folder (config.json + *.safetensors) or a .gguf file.
   static Expected<std::unique_ptr<Model>> load(const std::string& path);
   // A model of `config`'s shapes with random weights made in memory (src/model/synthetic.h):
-  // matrices in `dtype` (f32, f16, bf16, q4_0, q8_0), norm weights 1, biases 0. The same seed
+  // matrices in `dtype` (f32, f16, bf16, q4_0, q8_0; kQ4_K: the Q4_K_M mix), norm weights 1,
+  // biases 0. The same seed
   // gives the same weights on every machine and thread count.
   static Expected<std::unique_ptr<Model>> synthetic(const ModelConfig& config, DType dtype,
                                                     uint64_t seed);

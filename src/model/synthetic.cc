@@ -85,6 +85,49 @@ void fill_random(DType dtype, int64_t rows, int64_t cols, uint64_t stream, uint8
         }
         break;
       }
+      case DType::kQ4_K: {
+        // Superblock: d, dmin | 6-bit scales sc_j in [4, 8) and mins m_j = 7.5 sc_j (so each
+        // sub-block is centred) | random nibbles: values d * (sc_j q - m_j), std ~ 0.02.
+        const float d = kWeightStd * std::sqrt(3.0f) / (7.5f * 6.0f);
+        const uint16_t dh = f32_to_f16(d);
+        for (int64_t b = 0; b < cols / 256; ++b) {
+          uint8_t* blk = row + b * 144;
+          std::memcpy(blk, &dh, 2);
+          std::memcpy(blk + 2, &dh, 2);
+          uint8_t sc[8], mn[8];
+          const uint64_t bits = next();
+          for (int j = 0; j < 8; ++j) {
+            sc[j] = static_cast<uint8_t>(4 + ((bits >> (3 * j)) & 3));
+            mn[j] = static_cast<uint8_t>(std::lround(7.5f * sc[j]));
+          }
+          uint8_t* s12 = blk + 4;  // ggml's packing (get_scale_min_k4 reads it back)
+          for (int j = 0; j < 4; ++j) {
+            s12[j] = static_cast<uint8_t>(sc[j] | ((sc[j + 4] >> 4) << 6));
+            s12[j + 4] = static_cast<uint8_t>(mn[j] | ((mn[j + 4] >> 4) << 6));
+            s12[j + 8] = static_cast<uint8_t>((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4));
+          }
+          for (int i = 0; i < 128; i += 8) {
+            const uint64_t q = next();
+            std::memcpy(blk + 16 + i, &q, 8);
+          }
+        }
+        break;
+      }
+      case DType::kQ6_K: {
+        // Superblock: random 6-bit codes (q - 32 in [-32, 32)), scales 12, values d * 12 * code.
+        const float d = kWeightStd * std::sqrt(3.0f) / (32.0f * 12.0f);
+        const uint16_t dh = f32_to_f16(d);
+        for (int64_t b = 0; b < cols / 256; ++b) {
+          uint8_t* blk = row + b * 210;
+          for (int i = 0; i < 192; i += 8) {
+            const uint64_t q = next();
+            std::memcpy(blk + i, &q, 8);
+          }
+          std::memset(blk + 192, 12, 16);
+          std::memcpy(blk + 208, &dh, 2);
+        }
+        break;
+      }
       default:
         FKV_CHECK(false, "synthetic weights in %s are not supported", dtype_name(dtype));
     }
@@ -157,29 +200,48 @@ Expected<DType> synthetic_weight_dtype(const std::string& name) {
   if (name == "bf16") return DType::kBF16;
   if (name == "q4_0") return DType::kQ4_0;
   if (name == "q8_0") return DType::kQ8_0;
+  if (name == "q4_k_m") return DType::kQ4_K;
   return Status::error(
-      strfmt("synthetic weight dtype '%s' is not one of f32, f16, bf16, q4_0, q8_0", name.c_str()));
+      strfmt("synthetic weight dtype '%s' is not one of f32, f16, bf16, q4_0, q8_0, q4_k_m",
+             name.c_str()));
 }
+
+namespace {
+// llama.cpp's Q4_K_M recipe (llama-quant.cpp): q6_K for the output matrix (the embedding when it
+// is tied) and for attn_v / ffn_down in the layers use_more_bits picks (the first and last eighth,
+// every third between); q4_K elsewhere.
+bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+}  // namespace
 
 Expected<std::unique_ptr<Model>> Model::synthetic(const ModelConfig& config, DType dtype,
                                                   uint64_t seed) {
   FKV_RETURN_IF_ERROR(config.validate("synthetic config"));
+  // kQ4_K stands for the Q4_K_M mix (q4_K and q6_K by tensor role).
   if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kBF16 &&
-      dtype != DType::kQ4_0 && dtype != DType::kQ8_0) {
+      dtype != DType::kQ4_0 && dtype != DType::kQ8_0 && dtype != DType::kQ4_K) {
     return Status::error(
-        strfmt("synthetic weights in %s are not supported (f32, f16, bf16, q4_0, q8_0)",
+        strfmt("synthetic weights in %s are not supported (f32, f16, bf16, q4_0, q8_0, q4_k_m)",
                dtype_name(dtype)));
   }
   const ModelConfig& c = config;
-  const bool blocked = dtype == DType::kQ4_0 || dtype == DType::kQ8_0;
+  const int64_t block = dtype == DType::kQ4_K                            ? 256
+                        : dtype == DType::kQ4_0 || dtype == DType::kQ8_0 ? 32
+                                                                         : 1;
   const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
   const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
   for (int64_t cols : {static_cast<int64_t>(c.d_model), q_dim, static_cast<int64_t>(c.d_ff)}) {
-    if (blocked && cols % 32 != 0) {
-      return Status::error(strfmt("synthetic %s weights need widths divisible by 32, got %lld",
-                                  dtype_name(dtype), static_cast<long long>(cols)));
+    if (cols % block != 0) {
+      return Status::error(strfmt("synthetic %s weights need widths divisible by %lld, got %lld",
+                                  dtype == DType::kQ4_K ? "q4_k_m" : dtype_name(dtype),
+                                  static_cast<long long>(block), static_cast<long long>(cols)));
     }
   }
+  // The type of each matrix: `dtype`, except the Q4_K_M mix's q6_K roles.
+  auto type_of = [&](bool more_bits_role, int il) {
+    if (dtype != DType::kQ4_K) return dtype;
+    return more_bits_role && (il < 0 || use_more_bits(il, c.n_layers)) ? DType::kQ6_K
+                                                                       : DType::kQ4_K;
+  };
   std::unique_ptr<Model> m(new Model());
   m->config_ = c;
   m->path_ = "synthetic:" + c.model_name;
@@ -188,23 +250,24 @@ Expected<std::unique_ptr<Model>> Model::synthetic(const ModelConfig& config, DTy
   m->storage_ = buffers;
   m->weights_writable_ = true;
   uint64_t stream = mix64(seed);
-  auto matrix = [&](const std::string& name, int64_t rows, int64_t cols, WeightMatrix& w) {
-    w.dtype = dtype;
+  auto matrix = [&](const std::string& name, int64_t rows, int64_t cols, WeightMatrix& w, DType t) {
+    w.dtype = t;
     w.rows = rows;
     w.cols = cols;
-    w.row_bytes = dtype_row_bytes(dtype, cols);
+    w.row_bytes = dtype_row_bytes(t, cols);
     w.name = name;
     const size_t bytes = w.row_bytes * static_cast<size_t>(rows);
     buffers->emplace_back(new uint8_t[bytes]);
-    fill_random(dtype, rows, cols, stream = mix64(stream), buffers->back().get());
+    fill_random(t, rows, cols, stream = mix64(stream), buffers->back().get());
     w.data = buffers->back().get();
     m->weight_bytes_ += bytes;
   };
-  matrix("token_embd.weight", c.n_vocab, c.d_model, m->tok_embd_);
+  matrix("token_embd.weight", c.n_vocab, c.d_model, m->tok_embd_,
+         type_of(/*more_bits_role=*/c.tie_embeddings, -1));
   if (c.tie_embeddings) {
     m->lm_head_ = m->tok_embd_;
   } else {
-    matrix("output.weight", c.n_vocab, c.d_model, m->lm_head_);
+    matrix("output.weight", c.n_vocab, c.d_model, m->lm_head_, type_of(true, -1));
   }
   m->out_norm_.assign(c.d_model, 1.0f);
   m->layers_.resize(c.n_layers);
@@ -213,13 +276,13 @@ Expected<std::unique_ptr<Model>> Model::synthetic(const ModelConfig& config, DTy
     const std::string p = "blk." + std::to_string(il) + ".";
     L.attn_norm.assign(c.d_model, 1.0f);
     L.ffn_norm.assign(c.d_model, 1.0f);
-    matrix(p + "attn_q.weight", q_dim, c.d_model, L.wq);
-    matrix(p + "attn_k.weight", kv_dim, c.d_model, L.wk);
-    matrix(p + "attn_v.weight", kv_dim, c.d_model, L.wv);
-    matrix(p + "attn_output.weight", c.d_model, q_dim, L.wo);
-    matrix(p + "ffn_gate.weight", c.d_ff, c.d_model, L.w_gate);
-    matrix(p + "ffn_up.weight", c.d_ff, c.d_model, L.w_up);
-    matrix(p + "ffn_down.weight", c.d_model, c.d_ff, L.w_down);
+    matrix(p + "attn_q.weight", q_dim, c.d_model, L.wq, type_of(false, il));
+    matrix(p + "attn_k.weight", kv_dim, c.d_model, L.wk, type_of(false, il));
+    matrix(p + "attn_v.weight", kv_dim, c.d_model, L.wv, type_of(true, il));
+    matrix(p + "attn_output.weight", c.d_model, q_dim, L.wo, type_of(false, il));
+    matrix(p + "ffn_gate.weight", c.d_ff, c.d_model, L.w_gate, type_of(false, il));
+    matrix(p + "ffn_up.weight", c.d_ff, c.d_model, L.w_up, type_of(false, il));
+    matrix(p + "ffn_down.weight", c.d_model, c.d_ff, L.w_down, type_of(true, il));
     if (c.attn_qkv_bias) {
       L.bq.assign(q_dim, 0.0f);
       L.bk.assign(kv_dim, 0.0f);

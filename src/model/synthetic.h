@@ -16,7 +16,8 @@ namespace fkv {
 // widths, heads, vocabulary, RoPE). Error names the known shapes.
 Expected<ModelConfig> synthetic_config(const std::string& name);
 std::vector<std::string> synthetic_model_names();
-// Weight dtypes Model::synthetic can make: "f32", "f16", "bf16", "q4_0", "q8_0".
+// Weight dtypes Model::synthetic can make: "f32", "f16", "bf16", "q4_0", "q8_0", and "q4_k_m"
+// (returned as kQ4_K: llama.cpp's Q4_K_M mix of q4_K and q6_K by tensor role).
 Expected<DType> synthetic_weight_dtype(const std::string& name);
 
 }  // namespace fkv

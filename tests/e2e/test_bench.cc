@@ -308,6 +308,42 @@ TEST(Bench, SyntheticModelsHaveRealShapesAndFiniteLogits) {
     for (float x : logits) ASSERT_TRUE(std::isfinite(x)) << dt;
   }
   EXPECT_FALSE(fkv::synthetic_weight_dtype("q4_1"));
+  // q4_k_m: llama.cpp's Q4_K_M mix by role (widths must be multiples of 256: a 1B-like shape).
+  auto l = fkv::synthetic_config("llama-3.2-1b");
+  ASSERT_TRUE(l);
+  fkv::ModelConfig kshape = *l;
+  kshape.n_layers = 8;
+  kshape.d_model = 256;
+  kshape.n_heads = 4;
+  kshape.n_kv_heads = 2;
+  kshape.head_dim = 64;
+  kshape.rot_dim = 64;
+  kshape.d_ff = 512;
+  kshape.n_vocab = 512;
+  kshape.bos_token_id = 1;
+  kshape.eos_token_ids = {2};
+  auto km = fkv::synthetic_weight_dtype("q4_k_m");
+  ASSERT_TRUE(km);
+  auto m = fkv::Model::synthetic(kshape, *km, 5);
+  ASSERT_TRUE(m) << m.error();
+  // use_more_bits(i, 8): layers 0 and 7, and 3 and 6 (every third after the first eighth).
+  for (int il = 0; il < 8; ++il) {
+    const bool more = il == 0 || il == 7 || il == 3 || il == 6;
+    const fkv::DType want = more ? fkv::DType::kQ6_K : fkv::DType::kQ4_K;
+    EXPECT_EQ((*m)->layer(il).wv.dtype, want) << il;
+    EXPECT_EQ((*m)->layer(il).w_down.dtype, want) << il;
+    EXPECT_EQ((*m)->layer(il).wq.dtype, fkv::DType::kQ4_K) << il;
+    EXPECT_EQ((*m)->layer(il).w_gate.dtype, fkv::DType::kQ4_K) << il;
+  }
+  EXPECT_EQ((*m)->lm_head().dtype, fkv::DType::kQ6_K);  // tied: the embedding is the output
+  auto policy = fkv::make_policy(fkv::PolicyOptions(), (*m)->policy_info());
+  fkv::Session s(**m, **policy);
+  std::vector<float> logits;
+  ASSERT_TRUE(s.prefill(std::vector<int32_t>{1, 2, 3, 4, 5}, logits));
+  for (float x : logits) ASSERT_TRUE(std::isfinite(x));
+  auto bad = fkv::Model::synthetic(small, *km, 5);  // 896 wide
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().find("divisible by 256"), std::string::npos) << bad.error();
 }
 
 }  // namespace

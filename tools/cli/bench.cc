@@ -62,7 +62,8 @@ const std::vector<ArgSpec>& bench_specs() {
        "random weights of a real shape made in memory: llama-3.2-1b | llama-3.1-8b | "
        "qwen2.5-0.5b (instead of --model)"},
       {"synthetic-dtype", ArgKind::kString,
-       "weights of --synthetic: bf16 (default) | f16 | f32 | q4_0 | q8_0"},
+       "weights of --synthetic: bf16 (default) | f16 | f32 | q4_0 | q8_0 | q4_k_m (llama.cpp's "
+       "Q4_K_M mix)"},
       {"weights-seed", ArgKind::kInt, "seed of the synthetic weights (default 0)"},
       {"repetitions", ArgKind::kInt, "recorded runs per row, -r (default 3)"},
       {"warmup", ArgKind::kInt, "unrecorded runs before each row (default 1)"},
@@ -344,7 +345,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     if (!dtype) return fail(Status::error("--synthetic-dtype: " + dtype.error()));
     if (!pa->has("quiet")) {
       std::fprintf(stderr, "[bench] making synthetic %s weights (%s)\n",
-                   pa->str("synthetic").c_str(), dtype_name(*dtype));
+                   pa->str("synthetic").c_str(), pa->str("synthetic-dtype", "bf16").c_str());
     }
     auto m = Model::synthetic(*cfg, *dtype, static_cast<uint64_t>(*weights_seed));
     if (!m) return fail(m.status());

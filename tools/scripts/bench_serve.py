@@ -414,7 +414,8 @@ def main():
     args.model_path = args.model
     if not os.path.exists(args.model):
         cache = os.environ.get("FASTKV_MODEL_DIR", os.path.expanduser("~/.cache/fastkv/models"))
-        known = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+        known = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                 "qwen2.5-coder-1.5b-instruct": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"}
         args.model_path = os.path.join(cache, known.get(args.model, args.model))
     results = {"model": args.model, "threads": args.threads, "prompt_tokens": args.prompt_tokens,
                "decode_tokens": args.decode_tokens, "rounds": args.rounds, "throughput": [],

@@ -9,7 +9,10 @@ identical weights from one file (tools/scripts/compare_llamacpp.sh, tools/run_pe
     python3 tools/scripts/write_synthetic_gguf.py llama-3.2-1b bf16 /work/models/llama-3.2-1b.bf16.gguf
 
 Shapes: llama-3.2-1b, llama-3.1-8b, qwen2.5-0.5b (values of their published config.json, as in
-src/model/synthetic.cc). Dtypes: f32, f16, bf16, q4_0, q8_0 (every matrix, embeddings included).
+src/model/synthetic.cc). Dtypes: f32, f16, bf16, q4_0, q8_0 (every matrix, embeddings included),
+and q4_k_m: llama.cpp's Q4_K_M mix (q6_K for the output matrix, the embedding when tied, and for
+attn_v / ffn_down in the layers llama.cpp's use_more_bits picks; q4_K elsewhere; widths must be
+multiples of 256).
 Weights are uniform with std 0.02 (quantized: random quants under one fixed scale, as the
 in-memory synthetic model does), norms 1, biases 0; the same seed gives the same file. The
 tokenizer is a placeholder SentencePiece vocabulary of the right size (<unk>, <s>, </s>, the 256
@@ -41,13 +44,59 @@ SHAPES = {
                          head_dim=64, d_ff=4864, n_vocab=151936, n_ctx=32768, rms_eps=1e-6,
                          rope_theta=1000000.0, tie=True, bias=True),
 }
-DTYPES = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q4_0": T.Q4_0, "q8_0": T.Q8_0}
-FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "bf16": 32}  # llama_ftype
+DTYPES = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q4_0": T.Q4_0, "q8_0": T.Q8_0,
+          "q4_k_m": T.Q4_K}
+FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "bf16": 32, "q4_k_m": 15}  # llama_ftype
+# Bytes per row block and elements per block of the quantised types.
+BLOCK = {"q4_0": (18, 32), "q8_0": (34, 32), "q4_K": (144, 256), "q6_K": (210, 256)}
 WEIGHT_STD = 0.02
+
+
+def use_more_bits(i, n):
+    """llama.cpp's Q4_K_M choice of q6_K layers for attn_v / ffn_down."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def tensor_type(dtype, name, n_layers, tie):
+    """The stored type of a matrix: dtype, or for q4_k_m q4_K / q6_K by role."""
+    if dtype != "q4_k_m":
+        return dtype
+    if name == "output.weight" or (tie and name == "token_embd.weight"):
+        return "q6_K"
+    if name.endswith("attn_v.weight") or name.endswith("ffn_down.weight"):
+        return "q6_K" if use_more_bits(int(name.split(".")[1]), n_layers) else "q4_K"
+    return "q4_K"
+
+
+def random_kquant(rng, rows, cols, t):
+    """k-quant blocks of [rows, cols], as src/model/synthetic.cc makes them (std ~0.02)."""
+    nb = cols // 256
+    if t == "q4_K":
+        blocks = np.zeros((rows, nb, 144), dtype=np.uint8)
+        d = np.float16(WEIGHT_STD * np.sqrt(3.0) / (7.5 * 6.0))
+        blocks[:, :, 0:2] = np.frombuffer(d.tobytes(), dtype=np.uint8)
+        blocks[:, :, 2:4] = np.frombuffer(d.tobytes(), dtype=np.uint8)
+        sc = rng.integers(4, 8, size=(rows, nb, 8)).astype(np.uint8)
+        mn = np.round(7.5 * sc.astype(np.float64)).astype(np.uint8)
+        s12 = np.zeros((rows, nb, 12), dtype=np.uint8)
+        s12[:, :, 0:4] = sc[:, :, 0:4] | ((sc[:, :, 4:8] >> 4) << 6)
+        s12[:, :, 4:8] = mn[:, :, 0:4] | ((mn[:, :, 4:8] >> 4) << 6)
+        s12[:, :, 8:12] = (sc[:, :, 4:8] & 15) | ((mn[:, :, 4:8] & 15) << 4)
+        blocks[:, :, 4:16] = s12
+        blocks[:, :, 16:] = rng.integers(0, 256, size=(rows, nb, 128), dtype=np.uint8)
+    else:
+        blocks = np.zeros((rows, nb, 210), dtype=np.uint8)
+        blocks[:, :, 0:192] = rng.integers(0, 256, size=(rows, nb, 192), dtype=np.uint8)
+        blocks[:, :, 192:208] = 12
+        d = np.float16(WEIGHT_STD * np.sqrt(3.0) / (32.0 * 12.0))
+        blocks[:, :, 208:210] = np.frombuffer(d.tobytes(), dtype=np.uint8)
+    return blocks.reshape(rows, -1)
 
 
 def random_matrix(rng, rows, cols, dtype):
     """(numpy array as stored, numpy shape/dtype to declare) for a [rows, cols] weight."""
+    if dtype in ("q4_K", "q6_K"):
+        return random_kquant(rng, rows, cols, dtype)
     if dtype in ("f32", "f16", "bf16"):
         half = WEIGHT_STD * np.sqrt(3.0)
         x = rng.uniform(-half, half, size=(rows, cols)).astype(np.float32)
@@ -78,6 +127,10 @@ def main():
     if not args.out.endswith(".gguf"):
         sys.exit(f"output '{args.out}' must end in .gguf")
     s = SHAPES[args.shape]
+    if args.dtype == "q4_k_m":
+        for width in (s["d_model"], s["d_ff"], s["n_heads"] * s["head_dim"]):
+            if width % 256:
+                sys.exit(f"{args.shape}: q4_k_m needs widths divisible by 256, got {width}")
     q_dim = s["n_heads"] * s["head_dim"]
     kv_dim = s["n_kv_heads"] * s["head_dim"]
     # name -> (rows, cols); 1-D tensors have rows None
@@ -126,12 +179,15 @@ def main():
 
     rng = np.random.default_rng(args.seed)
     for name, rows, cols in tensors:  # declare every tensor first, then stream the data
+        t = tensor_type(args.dtype, name, s["n_layers"], s["tie"])
         if rows is None:
             w.add_tensor_info(name, [cols], np.dtype(np.float32), cols * 4)
-        elif args.dtype in ("q4_0", "q8_0"):
-            row_bytes = cols // 32 * (18 if args.dtype == "q4_0" else 34)
+        elif t in BLOCK:
+            block_bytes, block_elems = BLOCK[t]
+            row_bytes = cols // block_elems * block_bytes
+            raw = {"q4_0": T.Q4_0, "q8_0": T.Q8_0, "q4_K": T.Q4_K, "q6_K": T.Q6_K}[t]
             w.add_tensor_info(name, [rows, row_bytes], np.dtype(np.uint8), rows * row_bytes,
-                              raw_dtype=DTYPES[args.dtype])
+                              raw_dtype=raw)
         else:
             item = {"f32": 4, "f16": 2, "bf16": 2}[args.dtype]
             np_dtype = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}[args.dtype]
@@ -144,7 +200,8 @@ def main():
         if rows is None:
             data = np.zeros(cols, np.float32) if name.endswith(".bias") else np.ones(cols, np.float32)
         else:
-            data = random_matrix(rng, rows, cols, args.dtype)
+            data = random_matrix(rng, rows, cols,
+                                 tensor_type(args.dtype, name, s["n_layers"], s["tie"]))
         w.write_tensor_data(data)
     w.close()
     with open(tmp, "rb+") as f:
