@@ -85,4 +85,14 @@ const char* bench_fill_name(BenchFill f);
 // "f32" | "f16" | "bf16" -> the KV dtype; error names the value.
 Expected<DType> parse_kv_dtype(const std::string& name);
 
+// Memory read bandwidth as decode sees it: `threads` threads of the engine's pool each sum their
+// share of a `bytes` buffer (far larger than the caches), best and median GB/s over `reps` passes
+// after one untimed pass. The physical bound of a decode step: (weight + KV bytes) / this.
+struct BandwidthProbe {
+  double best_gbs = 0, median_gbs = 0;
+  size_t bytes = 0;
+  int threads = 0, reps = 0;
+};
+BandwidthProbe probe_read_bandwidth(size_t bytes, int threads, int reps);
+
 }  // namespace fkv

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 
 #include "core/thread_pool.h"
@@ -171,12 +172,30 @@ TEST(Bench, PlotWritesAPng) {
   EXPECT_FALSE(fs::exists(png));
 }
 
+// The read-bandwidth probe: one line per thread count, a positive figure.
+TEST(Bench, BandwidthProbePrintsOneLinePerThreadCount) {
+  CliRun r = run("--bandwidth -t 1,2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    ASSERT_EQ(line.rfind("read bandwidth: ", 0), 0u) << line;
+    EXPECT_GT(std::stod(line.substr(16)), 0.0) << line;
+    EXPECT_NE(line.find(n == 0 ? "(1 threads" : "(2 threads"), std::string::npos) << line;
+    ++n;
+  }
+  EXPECT_EQ(n, 2) << r.out;
+}
+
 TEST(Bench, BadFlagsGiveClearErrors) {
   struct Case {
     std::string args, message;
   };
   const std::vector<Case> cases = {
       {"-p 8", "exactly one of --model PATH or --synthetic SHAPE"},
+      {"--bandwidth --model " + kStories, "--bandwidth takes no --model"},
+      {"--bandwidth -t 0", "-t (--threads)"},
       {"--model " + kStories + " -p 8,x", "-p (--n-prompt)"},
       {"--model " + kStories + " -p -3", "-p (--n-prompt)"},
       {"--model " + kStories + " -p 8 -d 16", "-d rows are decode-only"},
