@@ -72,6 +72,11 @@ struct Session::Impl {
   void poll_interrupt() const {
     if (opts.interrupted && opts.interrupted()) throw Interrupted{};
   }
+  // poll_interrupt for a kernel's between-parts callback; empty when nothing can interrupt.
+  std::function<void()> interrupt_poll() const {
+    if (!opts.interrupted) return {};
+    return [this] { poll_interrupt(); };
+  }
 
   // Scratch, sized on demand and reused.
   std::vector<float> xn, q, k, v, att, proj, gate, up;
@@ -271,7 +276,7 @@ struct Session::Impl {
       const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
       attention_prefill(attention_shape(c, scale()), q.data(), q_dim, k.data(), v.data(),
                         static_cast<int64_t>(c.n_kv_heads) * c.head_dim, rows.pos.data(), n,
-                        att.data(), q_dim);
+                        att.data(), q_dim, interrupt_poll());
       const LayerView lv = make_view(il, n_prompt, rows);
       if (po.prompt_select != nullptr && il == po.stop_layer) {
         po.prompt_select->clear();

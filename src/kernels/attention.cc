@@ -195,7 +195,7 @@ void pack_key_tile(const float* k, int64_t k_stride, int nk, int hd, float* dst)
 void attention_prefill_with(const AttentionKernels& kern_in, const AttentionShape& s,
                             const float* q, int64_t q_stride, const float* k, const float* v,
                             int64_t kv_stride, const int32_t* pos, int n, float* out,
-                            int64_t out_stride) {
+                            int64_t out_stride, const std::function<void()>& between_parts) {
   check_shape(s);
   FKV_CHECK(n >= 0, "attention_prefill: n %d", n);
   if (n == 0) return;
@@ -305,7 +305,23 @@ void attention_prefill_with(const AttentionKernels& kern_in, const AttentionShap
       }
     }
   };
-  parallel_for(n_items, run_item, {.grain = 1, .max_threads = nt});
+  if (!between_parts) {
+    parallel_for(n_items, run_item, {.grain = 1, .max_threads = nt});
+    return;
+  }
+  // In 8 parts of equal item count with the callback between them (heavy items first, so the
+  // first part holds about a quarter of the work); every item is the same computation either
+  // way, so the bits do not change.
+  constexpr int kParts = 8;
+  int64_t done = 0;
+  for (int part = 1; part <= kParts && done < n_items; ++part) {
+    const int64_t end = n_items * part / kParts;
+    if (end <= done) continue;
+    between_parts();
+    parallel_for(end - done, [&](int64_t i) { run_item(done + i); },
+                 {.grain = 1, .max_threads = nt});
+    done = end;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,9 +463,9 @@ void attention_decode_kv_with(const AttentionKernels& kern_in, const AttentionSh
 
 void attention_prefill(const AttentionShape& s, const float* q, int64_t q_stride, const float* k,
                        const float* v, int64_t kv_stride, const int32_t* pos, int n, float* out,
-                       int64_t out_stride) {
+                       int64_t out_stride, const std::function<void()>& between_parts) {
   attention_prefill_with(active_attention_kernels(), s, q, q_stride, k, v, kv_stride, pos, n, out,
-                         out_stride);
+                         out_stride, between_parts);
 }
 
 void attention_decode(const AttentionShape& s, const float* q, const float* const* k_heads,

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "kernels/dispatch.h"
 
@@ -24,9 +25,11 @@ struct AttentionShape {
 //   k, v: [n, n_kv_heads * hd] row stride kv_stride
 //   out : [n, n_heads * hd]    row stride out_stride
 // The result does not depend on the thread count (fixed work split, no cross-thread reductions).
+// `between_parts`, when set, is called on the calling thread between the parts of the work (a few
+// per call, outside parallel regions), e.g. to stop a long prompt: it may throw.
 void attention_prefill(const AttentionShape& s, const float* q, int64_t q_stride, const float* k,
                        const float* v, int64_t kv_stride, const int32_t* pos, int n, float* out,
-                       int64_t out_stride);
+                       int64_t out_stride, const std::function<void()>& between_parts = {});
 
 // Decode: one query row q [n_heads * hd] against each KV head's own cache: k_heads[g], v_heads[g]
 // [len[g], hd], pos_heads[g] [len[g]] ascending; qpos is the query's position (for the window).
@@ -103,7 +106,8 @@ void pack_key_tile(const float* k, int64_t k_stride, int nk, int hd, float* dst)
 
 void attention_prefill_with(const AttentionKernels& kern, const AttentionShape& s, const float* q,
                             int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
-                            const int32_t* pos, int n, float* out, int64_t out_stride);
+                            const int32_t* pos, int n, float* out, int64_t out_stride,
+                            const std::function<void()>& between_parts = {});
 void attention_decode_with(const AttentionKernels& kern, const AttentionShape& s, const float* q,
                            const float* const* k_heads, const float* const* v_heads,
                            const int32_t* const* pos_heads, const int* len, int32_t qpos,

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -193,6 +194,37 @@ TEST(Attention, PrefillThreadCountIndependent) {
             << describe(p, k, true);
       }
     }
+  }
+  set_num_threads(0);
+}
+
+// With a between-parts callback (how a long prefill polls for Ctrl-C) the work runs in 8 parts,
+// the callback between them on the calling thread, and every output bit is the same; a throw
+// from the callback leaves the call.
+TEST(Attention, PrefillInPartsGivesTheSameBitsAndCallsBackBetweenThem) {
+  std::mt19937 rng(15);
+  const Prefill p(rng, 517, 9, 3, 64, 0, true, 2.0f);
+  for (const AttentionKernels* k : variants()) {
+    set_num_threads(2);
+    const std::vector<float> whole = p.run(k);
+    std::vector<float> parts(whole.size(), 0.0f);
+    int calls = 0;
+    const std::thread::id caller = std::this_thread::get_id();
+    attention_prefill_with(*k, p.s, p.q(), p.stride, p.k(), p.v(), p.stride, p.pos.data(), p.n,
+                           parts.data(), p.out_stride, [&] {
+                             EXPECT_EQ(std::this_thread::get_id(), caller);
+                             ++calls;
+                           });
+    EXPECT_EQ(calls, 8) << k->name;
+    EXPECT_EQ(std::memcmp(whole.data(), parts.data(), whole.size() * sizeof(float)), 0) << k->name;
+    int before_throw = 0;
+    struct Stop {};
+    EXPECT_THROW(attention_prefill_with(*k, p.s, p.q(), p.stride, p.k(), p.v(), p.stride,
+                                        p.pos.data(), p.n, parts.data(), p.out_stride,
+                                        [&] {
+                                          if (++before_throw == 3) throw Stop{};
+                                        }),
+                 Stop);
   }
   set_num_threads(0);
 }

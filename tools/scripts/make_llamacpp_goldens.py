@@ -27,7 +27,10 @@ The logits of every position come from one eval() of the whole prompt with logit
 (batches of n_batch = 512, like llama.cpp's default).
 
 Usage: python3 tools/scripts/make_llamacpp_goldens.py [--shared /work/shared]
-           [--only smollm2-135m-instruct|stories260K] [--llama-cpp-commit SHA] [--self-check]
+           [--only smollm2-135m-instruct|stories260K|qwen2.5-coder-1.5b-instruct]
+           [--llama-cpp-commit SHA] [--self-check]
+qwen2.5-coder-1.5b-instruct (Q4_K_M, not fetched in CI): 8 prompts (chat and raw, code and prose,
+one of ~3K tokens), 32 greedy tokens each and the top-5 ids of every position.
 --self-check writes nothing: it re-runs llama.cpp on the golden prompts that have last_logits with
 two other settings (one token per batch, i.e. its decode kernels, prompts <= 1000 tokens; f16
 KV cache) and prints how far
@@ -167,27 +170,32 @@ def cut_to_tokens(llm, text, n_tokens):
     return cut
 
 
-def run_prompt(llm, name, text, with_logits):
+def run_prompt(llm, name, text, with_logits, n_greedy=N_GREEDY, top5=False):
     ids = llm.tokenize(text.encode(), add_bos=True, special=True)
     t0 = time.time()
     llm.reset()
     llm.eval(ids)
     scores = np.array(llm.scores[: len(ids), :], dtype=np.float32)  # [n, n_vocab]
-    top1, margin = [], []
+    top1, margin, top5_ids = [], [], []
     for r in range(scores.shape[0]):
         i, m = top2(scores[r])
         top1.append(i)
         margin.append(sig4(m))
+        if top5:
+            order = np.argpartition(scores[r], -5)[-5:]
+            top5_ids.append([int(t) for t in order[np.argsort(-scores[r][order], kind="stable")]])
     t_prefill = time.time() - t0
     case = {"name": name, "text": text, "ids": ids, "n_tokens": len(ids), "top1": top1,
             "margin": margin}
     if with_logits:
         case["last_logits"] = [sig6(v) for v in scores[-1]]
+    if top5:
+        case["top5"] = top5_ids
     # Greedy: argmax of llama.cpp's next-token logits, fed back through its KV cache.
     greedy, gmargin = [], []
     last = scores[-1].copy()
     del scores
-    for _ in range(N_GREEDY):
+    for _ in range(n_greedy):
         tok, m = top2(last)
         greedy.append(tok)
         gmargin.append(sig4(m))
@@ -234,6 +242,37 @@ def make(model_key, path, shared, commit, out_dir):
         chat = tmpl.render(messages=[{"role": "user", "content": question}],
                            add_generation_prompt=True)
         prompts.append(run_prompt(llm, "chat_600", chat, True))
+    elif model_key == "qwen2.5-coder-1.5b-instruct":
+        # 8 prompts: chat and raw, code and prose, one of ~3K tokens; 32 greedy tokens and the
+        # top-5 ids of every position (the issue's criteria: greedy text, top-1 / top-5).
+        corpus = essays(shared)
+        tmpl = jinja2.Environment().from_string(meta["tokenizer.chat_template"])
+
+        def chat(messages):
+            return tmpl.render(messages=messages, add_generation_prompt=True)
+
+        cases = [
+            ("chat_code", chat([{"role": "user", "content":
+                                 "Write a Python function that checks whether a string is a "
+                                 "palindrome, ignoring case and punctuation."}])),
+            ("chat_prose", chat([{"role": "user", "content":
+                                  "Explain in three sentences why the sky is blue."}])),
+            ("chat_system_cpp", chat([{"role": "system", "content":
+                                       "You are a senior C++ engineer. Answer briefly."},
+                                      {"role": "user", "content":
+                                       "What is RAII and why does it matter?"}])),
+            ("raw_python", "import json\n\n\ndef load_config(path):\n    \"\"\"Reads a JSON "
+                           "config file and returns it as a dict.\"\"\"\n"),
+            ("raw_cpp", "#include <vector>\n\n// Returns the indices of the k largest values.\n"
+                        "std::vector<int> top_k(const std::vector<float>& v, int k) {\n"),
+            ("raw_essay_200", cut_to_tokens(llm, corpus, 200)),
+            ("raw_essay_600", cut_to_tokens(llm, corpus[40000:], 600)),
+            ("chat_essay_3000", chat([{"role": "user", "content":
+                                       cut_to_tokens(llm, corpus[80000:], 3000) +
+                                       "\n\nSummarize the text above in two sentences."}])),
+        ]
+        for name, text in cases:
+            prompts.append(run_prompt(llm, name, text, False, n_greedy=32, top5=True))
     else:
         stories = story_text(400, 260)
         for n, with_logits in ((1, False), (40, False), (250, True), (500, True), (1000, False)):
@@ -305,6 +344,8 @@ def main():
                            os.path.join(os.path.expanduser("~"), ".cache", "fastkv", "models"))
     models = {
         "smollm2-135m-instruct": os.path.join(cache, "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "qwen2.5-coder-1.5b-instruct": os.path.join(cache,
+                                                    "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
         "stories260K": os.path.join(args.shared, "models", "stories260K", "stories260K.gguf"),
     }
     for key, path in models.items():
