@@ -37,8 +37,8 @@ struct X16Field {
 // exactly, so a group block has the bytes of its 16 row blocks (repacking works in place).
 struct X16Format {
   int64_t block_elems;  // 32, or 256 for the k-quants
-  size_t row_block;     // 18 / 20 / 34 / 144 / 210
-  X16Field fields[4];
+  size_t row_block;     // 18 / 20 / 34 / 144 / 176 / 210
+  X16Field fields[5];
   int n_fields;
   size_t x16_codes;  // q4_0 / q4_1 / q8_0: offset of the code words in the group block
   bool has_min;
@@ -55,6 +55,13 @@ X16Format format_of(DType t) {
     case DType::kQ4_K:  // d | dmin | scales[12] | nibbles[128]
       return {256, 144, {{0, 2, 2, 0}, {2, 2, 2, 32}, {4, 12, 4, 64}, {16, 128, 4, 256}},
               4,   0,   true};
+    case DType::kQ5_K:  // d | dmin | scales[12] | qh[32] | nibbles[128]
+      return {256,
+              176,
+              {{0, 2, 2, 0}, {2, 2, 2, 32}, {4, 12, 4, 64}, {16, 32, 4, 256}, {48, 128, 4, 768}},
+              5,
+              0,
+              true};
     case DType::kQ6_K:  // ql[128] | qh[64] | scales[16] | d
       return {256, 210, {{208, 2, 2, 0}, {192, 16, 4, 32}, {0, 128, 4, 288}, {128, 64, 4, 2336}},
               4,   0,   false};
@@ -140,6 +147,16 @@ int q4k_code(const uint8_t* blk, int rho, int e) {
   return r < 32 ? (q & 15) : (q >> 4);
 }
 
+// q5_K code (0..31) of element e of row rho: q4_K's nibble plus bit (2 chunk + high) of qh byte
+// e % 32 as 16 (ggml's u1 / u2 masks).
+int q5k_code(const uint8_t* blk, int rho, int e) {
+  const int chunk = e / 64, r = e % 64, l = r % 32;
+  const uint8_t q = word_byte(blk, 768, rho, 32 * chunk + l);
+  const uint8_t qh = word_byte(blk, 256, rho, l);
+  const int bit = 2 * chunk + (r < 32 ? 0 : 1);
+  return (r < 32 ? (q & 15) : (q >> 4)) | (((qh >> bit) & 1) << 4);
+}
+
 // q6_K code (0..63, before its -32) of element e (0..255) of row rho: ggml's order, halves of 128
 // whose quarters k = 0..3 take ql's low nibbles (k = 0, 1) or high ones (k = 2, 3) of bytes l
 // (k even) or 32 + l (k odd) and qh's bits 2k, 2k + 1 of byte l.
@@ -172,14 +189,17 @@ void dot_scalar_k(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* 
           std::memcpy(bsums, xb + 260, sizeof(bsums));
           const float dx = load_f32(xb);
           int32_t isum = 0, msum = 0;
-          if constexpr (kT == DType::kQ4_K) {
+          if constexpr (kT == DType::kQ4_K || kT == DType::kQ5_K) {
             uint8_t packed[12];
             for (int p = 0; p < 12; ++p) packed[p] = word_byte(blk, 64, rho, p);
             for (int j = 0; j < 8; ++j) {
               int sc, m;
               q4k_scale_min(packed, j, &sc, &m);
               int32_t sub = 0;
-              for (int e = 32 * j; e < 32 * j + 32; ++e) sub += q4k_code(blk, rho, e) * xs[e];
+              for (int e = 32 * j; e < 32 * j + 32; ++e) {
+                const int code = kT == DType::kQ4_K ? q4k_code(blk, rho, e) : q5k_code(blk, rho, e);
+                sub += code * xs[e];
+              }
               isum += sc * sub;
               msum += m * (bsums[2 * j] + bsums[2 * j + 1]);
             }
@@ -195,7 +215,7 @@ void dot_scalar_k(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* 
             acc = std::fma(static_cast<float>(isum), load_f16(blk + 2 * rho) * dx, acc);
           }
         }
-        y[i * y_stride + g * kRepackRows + rho] = kT == DType::kQ4_K ? acc - macc : acc;
+        y[i * y_stride + g * kRepackRows + rho] = kT == DType::kQ6_K ? acc : acc - macc;
       }
     }
   }
@@ -244,6 +264,8 @@ QDotFn scalar_fn(DType t) {
       return dot_scalar<DType::kQ8_0>;
     case DType::kQ4_K:
       return dot_scalar_k<DType::kQ4_K>;
+    case DType::kQ5_K:
+      return dot_scalar_k<DType::kQ5_K>;
     case DType::kQ6_K:
       return dot_scalar_k<DType::kQ6_K>;
     default:
@@ -255,7 +277,7 @@ QDotFn scalar_fn(DType t) {
 
 bool x16_type(DType t) {
   return t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ8_0 || t == DType::kQ4_K ||
-         t == DType::kQ6_K;
+         t == DType::kQ5_K || t == DType::kQ6_K;
 }
 
 bool x16_shape_ok(DType t, int64_t rows, int64_t cols) {

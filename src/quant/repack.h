@@ -1,5 +1,5 @@
-// Quantised weights repacked 16 rows at a time ("x16": q4_0, q4_1, q8_0, and the k-quants q4_K
-// and q6_K of the Q4_K_M files most GGUFs are published in), for the AVX512-VNNI dot
+// Quantised weights repacked 16 rows at a time ("x16": q4_0, q4_1, q8_0, and the k-quants q4_K,
+// q5_K and q6_K of the Q4_K_M / Q5_K_M files most GGUFs are published in), for the AVX512-VNNI dot
 // whose vector lanes are 16 weight rows (llama.cpp's CPU "repack" buffers do the same for its
 // q4_0 GEMM).
 //
@@ -24,17 +24,21 @@
 // field + 16 * unit * u + unit * rho; units are the f16 scales or 4-byte words):
 //   q4_K (row: d, dmin, scales[12], qs[128]): d at 2 rho; dmin at 32 + 2 rho; the 12 packed 6-bit
 //        scale / min bytes as 3 words at 64; the 128 nibble bytes as 32 words at 256
+//   q5_K (row: d, dmin, scales[12], qh[32], qs[128]): as q4_K, plus qh as 8 words at 256 and the
+//        nibbles as 32 words at 768; a code's fifth bit (16) is bit 2 c (+1 for high nibbles) of
+//        qh byte e % 32, c = the element's 64-element chunk
 //   q6_K (row: ql[128], qh[64], scales i8[16], d): d at 2 rho; scales as 4 words at 32; ql as 32
 //        words at 288; qh as 16 words at 2336
 // so one 64-byte load gives a word of all 16 rows, and the kernels unpack codes and scales for
 // 16 rows at once. Activations are q8_K (d f32, qs[256], bsums i16[16]). Float order, per output:
 //   acc = 0, macc = 0; for each superblock b in order:
-//     q4_K: isum = sum_j sc_j * (sum of code * x over sub-block j of 32)      (exact i32)
+//     q4_K, q5_K: isum = sum_j sc_j * (sum of code * x over sub-block j of 32) (exact i32)
 //           msum = sum_j m_j * (x sum of sub-block j)                         (exact i32)
 //           acc = fma(float(isum), d_w * d_x, acc); macc = fma(float(msum), dmin_w * d_x, macc)
 //     q6_K: isum = sum_j sc_j * (sum of code * x over sub-block j of 16 - 32 * x sum of j)
 //           acc = fma(float(isum), d_w * d_x, acc)
-//   y = acc - macc (q4_K) or acc (q6_K). Codes are unsigned (q4_K 0..15, q6_K 0..63 before -32).
+//   y = acc - macc (q4_K, q5_K) or acc (q6_K). Codes are unsigned (q4_K 0..15, q5_K 0..31, q6_K
+//   0..63 before -32).
 //
 // Float order (every kernel, every ISA, any number of x rows): for output (row r, x row i),
 //   acc = 0, msum = 0; for each block b in order:
@@ -57,7 +61,7 @@ namespace fkv {
 
 inline constexpr int64_t kRepackRows = 16;  // rows per x16 group
 
-// Whether weights of type t have an x16 layout (q4_0, q4_1, q8_0, q4_K, q6_K).
+// Whether weights of type t have an x16 layout (q4_0, q4_1, q8_0, q4_K, q5_K, q6_K).
 bool x16_type(DType t);
 // Whether a [rows, cols] matrix of type t can be repacked (x16_type, rows % 16, cols % 32 or 256).
 bool x16_shape_ok(DType t, int64_t rows, int64_t cols);

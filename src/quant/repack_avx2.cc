@@ -131,9 +131,19 @@ inline __m256i byte_pair(__m256i v, int k) {
 // (pairs <= 2 * 15 * 127), the 8 words summed in i16 (<= 30480: exact), one vpmaddwd by the
 // lane's 6-bit scale in both halves: the sub-block's scaled sum in i32. Mins by vpmaddwd against
 // x's paired sub-block sums. Then the scalar twin's float steps.
-template <int kX>
+// The fifth bit of q5_K's codes: bit `bit` of each qh byte moved to bit 4 (0x10).
+inline __m256i fifth_bit(__m256i qh, int bit) {
+  const __m256i b = bit <= 4 ? _mm256_slli_epi16(qh, 4 - bit) : _mm256_srli_epi16(qh, bit - 4);
+  return _mm256_and_si256(b, _mm256_set1_epi8(0x10));
+}
+
+template <class T, int kX>
 void dot_half_q4k(const uint8_t* wg, int h, int64_t nb, const uint8_t* xq, size_t xq_stride,
                   const XSideK& xs, int64_t i0, float* y, int64_t y_stride) {
+  // q5_K's codes reach 31: 8 words of pairs would pass i16 (8 * 7874), so its sums are scaled
+  // and widened every 4 words (<= 31496); q4_K's every 8 (<= 30480).
+  constexpr bool kFive = std::is_same_v<T, Q5_K>;
+  constexpr int kWordsPerSum = kFive ? 4 : 8;
   const __m256i m4 = _mm256_set1_epi8(0x0f), m6 = _mm256_set1_epi8(0x3f),
                 m30 = _mm256_set1_epi8(0x30), words = _mm256_set1_epi32(0x00ff00ff);
   __m256 acc[kX], macc[kX];
@@ -142,25 +152,35 @@ void dot_half_q4k(const uint8_t* wg, int h, int64_t nb, const uint8_t* xq, size_
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * h));
   };
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = wg + b * Q4_K::kBlock;
+    const uint8_t* blk = wg + b * T::kBlock;
     if (h == 0) {  // the second half finds the group in cache
-      const char* ahead = reinterpret_cast<const char*>(blk + 4 * Q4_K::kBlock);
-      for (size_t l = 0; l < Q4_K::kBlock; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
+      const char* ahead = reinterpret_cast<const char*>(blk + 4 * T::kBlock);
+      for (size_t l = 0; l < T::kBlock; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
     }
-    const __m256i d0 = load(blk + Q4_K::kScales), d1 = load(blk + Q4_K::kScales + 64),
-                  d2 = load(blk + Q4_K::kScales + 128);
+    const __m256i d0 = load(blk + T::kScales), d1 = load(blk + T::kScales + 64),
+                  d2 = load(blk + T::kScales + 128);
     const __m256i sc_lo = _mm256_and_si256(d0, m6);
     const __m256i sc_hi =
         _mm256_or_si256(_mm256_and_si256(d2, m4), _mm256_and_si256(_mm256_srli_epi32(d0, 2), m30));
     __m256i tot[kX];
     for (int i = 0; i < kX; ++i) tot[i] = _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
+      const int s0 = 2 * c, s1 = 2 * c + 1;
+      const __m256i sc0 = byte_pair(s0 < 4 ? sc_lo : sc_hi, s0 % 4);
+      const __m256i sc1 = byte_pair(s1 < 4 ? sc_lo : sc_hi, s1 % 4);
       __m256i lo_sum[kX], hi_sum[kX];
-      for (int i = 0; i < kX; ++i) lo_sum[i] = hi_sum[i] = _mm256_setzero_si256();
       for (int w = 0; w < 8; ++w) {
-        const __m256i q = load(blk + Q4_K::kCodes + 64 * (8 * c + w));
-        const __m256i lo = _mm256_and_si256(q, m4);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (w % kWordsPerSum == 0) {
+          for (int i = 0; i < kX; ++i) lo_sum[i] = hi_sum[i] = _mm256_setzero_si256();
+        }
+        const __m256i q = load(blk + T::kCodes + 64 * (8 * c + w));
+        __m256i lo = _mm256_and_si256(q, m4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if constexpr (kFive) {  // bits 2c and 2c + 1 of qh byte 4w + t
+          const __m256i qh = load(blk + T::kHigh + 64 * w);
+          lo = _mm256_or_si256(lo, fifth_bit(qh, 2 * c));
+          hi = _mm256_or_si256(hi, fifth_bit(qh, 2 * c + 1));
+        }
         for (int i = 0; i < kX; ++i) {
           const uint8_t* xc = xq + (i0 + i) * xq_stride + b * kQ8KBlock + kQ8KCodes + 64 * c;
           lo_sum[i] = _mm256_add_epi16(
@@ -168,13 +188,12 @@ void dot_half_q4k(const uint8_t* wg, int h, int64_t nb, const uint8_t* xq, size_
           hi_sum[i] = _mm256_add_epi16(
               hi_sum[i], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(xc + 32 + 4 * w))));
         }
-      }
-      const int s0 = 2 * c, s1 = 2 * c + 1;
-      const __m256i sc0 = byte_pair(s0 < 4 ? sc_lo : sc_hi, s0 % 4);
-      const __m256i sc1 = byte_pair(s1 < 4 ? sc_lo : sc_hi, s1 % 4);
-      for (int i = 0; i < kX; ++i) {
-        tot[i] = _mm256_add_epi32(tot[i], _mm256_madd_epi16(lo_sum[i], sc0));
-        tot[i] = _mm256_add_epi32(tot[i], _mm256_madd_epi16(hi_sum[i], sc1));
+        if (w % kWordsPerSum == kWordsPerSum - 1) {
+          for (int i = 0; i < kX; ++i) {
+            tot[i] = _mm256_add_epi32(tot[i], _mm256_madd_epi16(lo_sum[i], sc0));
+            tot[i] = _mm256_add_epi32(tot[i], _mm256_madd_epi16(hi_sum[i], sc1));
+          }
+        }
       }
     }
     const __m256i mn_lo = _mm256_and_si256(d1, m6);
@@ -186,8 +205,8 @@ void dot_half_q4k(const uint8_t* wg, int h, int64_t nb, const uint8_t* xq, size_
     const __m256i md = _mm256_and_si256(_mm256_srli_epi32(mn_hi, 8), words);
     const __m256 dw =
         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
-    const __m256 dmin = _mm256_cvtph_ps(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + Q4_K::kDmin + 16 * h)));
+    const __m256 dmin =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + T::kDmin + 16 * h)));
     for (int i = 0; i < kX; ++i) {
       const int32_t* p = &xs.ints[((i0 + i) * nb + b) * 4];
       const __m256i ms =
@@ -311,8 +330,8 @@ void dot_avx2_k(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq
       int64_t i = 0;
       auto run = [&](auto x_rows) {
         constexpr int kX = decltype(x_rows)::value;
-        if constexpr (std::is_same_v<T, Q4_K>) {
-          dot_half_q4k<kX>(wg, h, nb, xq, xq_stride, xs, i, yg, y_stride);
+        if constexpr (!std::is_same_v<T, Q6_K>) {
+          dot_half_q4k<T, kX>(wg, h, nb, xq, xq_stride, xs, i, yg, y_stride);
         } else {
           dot_half_q6k<kX>(wg, h, nb, xq, xq_stride, xs, i, yg, y_stride);
         }
@@ -334,6 +353,8 @@ QDotFn x16_avx2_kernel(DType t) {
       return dot_avx2<Q4_1>;
     case DType::kQ4_K:
       return dot_avx2_k<Q4_K>;
+    case DType::kQ5_K:
+      return dot_avx2_k<Q5_K>;
     case DType::kQ6_K:
       return dot_avx2_k<Q6_K>;
     default:

@@ -149,25 +149,33 @@ inline __m512i byte_of(__m512i v, int k) {
   return _mm512_and_si512(_mm512_srli_epi32(v, 8 * k), _mm512_set1_epi32(0xff));
 }
 
-// q4_K, one group of 16 rows against kX x rows: per 64-element chunk, 8 code words whose low
-// nibbles are sub-block 2c and high nibbles 2c + 1; each sub-block's exact sum times its 6-bit
-// scale (vpmulld) into the superblock total; the mins against x's sub-block sums by vpdpwssd.
-template <int kX>
+// q4_K (and q5_K, whose codes take a fifth bit from qh), one group of 16 rows against kX x rows:
+// per 64-element chunk, 8 code words whose low nibbles are sub-block 2c and high nibbles 2c + 1;
+// each sub-block's exact sum times its 6-bit scale (vpmulld) into the superblock total; the mins
+// against x's sub-block sums by vpdpwssd. The fifth bit of q5_K's codes: bit `bit` of each qh byte
+// moved to bit 4 (0x10).
+inline __m512i fifth_bit(__m512i qh, int bit) {
+  const __m512i b = bit <= 4 ? _mm512_slli_epi16(qh, 4 - bit) : _mm512_srli_epi16(qh, bit - 4);
+  return _mm512_and_si512(b, _mm512_set1_epi8(0x10));
+}
+
+template <class T, int kX>
 void dot_group_q4k(const uint8_t* wg, int64_t nb, const uint8_t* xq, size_t xq_stride,
                    const XSideK& xs, int64_t i0, float* y, int64_t y_stride) {
+  constexpr bool kFive = std::is_same_v<T, Q5_K>;
   const __m512i m4 = _mm512_set1_epi8(0x0f), m6 = _mm512_set1_epi8(0x3f),
                 m30 = _mm512_set1_epi8(0x30), words = _mm512_set1_epi32(0x00ff00ff);
   __m512 acc[kX], macc[kX];
   for (int i = 0; i < kX; ++i) acc[i] = macc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = wg + b * Q4_K::kBlock;
-    const char* ahead = reinterpret_cast<const char*>(blk + 4 * Q4_K::kBlock);
-    for (size_t l = 0; l < Q4_K::kBlock; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
+    const uint8_t* blk = wg + b * T::kBlock;
+    const char* ahead = reinterpret_cast<const char*>(blk + 4 * T::kBlock);
+    for (size_t l = 0; l < T::kBlock; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
     // The 16 rows' 12 scale bytes, 3 words each: 6-bit scales and mins of sub-blocks 0..3 and
     // 4..7, one byte per sub-block in each lane.
-    const __m512i d0 = _mm512_loadu_si512(blk + Q4_K::kScales);
-    const __m512i d1 = _mm512_loadu_si512(blk + Q4_K::kScales + 64);
-    const __m512i d2 = _mm512_loadu_si512(blk + Q4_K::kScales + 128);
+    const __m512i d0 = _mm512_loadu_si512(blk + T::kScales);
+    const __m512i d1 = _mm512_loadu_si512(blk + T::kScales + 64);
+    const __m512i d2 = _mm512_loadu_si512(blk + T::kScales + 128);
     const __m512i sc_lo = _mm512_and_si512(d0, m6);
     const __m512i mn_lo = _mm512_and_si512(d1, m6);
     const __m512i sc_hi =
@@ -180,9 +188,14 @@ void dot_group_q4k(const uint8_t* wg, int64_t nb, const uint8_t* xq, size_t xq_s
       __m512i lo_sum[kX], hi_sum[kX];
       for (int i = 0; i < kX; ++i) lo_sum[i] = hi_sum[i] = _mm512_setzero_si512();
       for (int w = 0; w < 8; ++w) {
-        const __m512i q = _mm512_loadu_si512(blk + Q4_K::kCodes + 64 * (8 * c + w));
-        const __m512i lo = _mm512_and_si512(q, m4);
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        const __m512i q = _mm512_loadu_si512(blk + T::kCodes + 64 * (8 * c + w));
+        __m512i lo = _mm512_and_si512(q, m4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        if constexpr (kFive) {  // bits 2c and 2c + 1 of qh byte 4w + t
+          const __m512i qh = _mm512_loadu_si512(blk + T::kHigh + 64 * w);
+          lo = _mm512_or_si512(lo, fifth_bit(qh, 2 * c));
+          hi = _mm512_or_si512(hi, fifth_bit(qh, 2 * c + 1));
+        }
         for (int i = 0; i < kX; ++i) {
           const uint8_t* xc = xq + (i0 + i) * xq_stride + b * kQ8KBlock + kQ8KCodes + 64 * c;
           lo_sum[i] = _mm512_dpbusd_epi32(lo_sum[i], lo, _mm512_set1_epi32(load_i32(xc + 4 * w)));
@@ -205,7 +218,7 @@ void dot_group_q4k(const uint8_t* wg, int64_t nb, const uint8_t* xq, size_t xq_s
     const __m512i md = _mm512_and_si512(_mm512_srli_epi32(mn_hi, 8), words);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
     const __m512 dmin =
-        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + Q4_K::kDmin)));
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + T::kDmin)));
     for (int i = 0; i < kX; ++i) {
       const int32_t* p = &xs.ints[((i0 + i) * nb + b) * 4];
       __m512i ms = _mm512_dpwssd_epi32(_mm512_setzero_si512(), ma, _mm512_set1_epi32(p[0]));
@@ -303,8 +316,8 @@ void dot_vnni_k(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq
     int64_t i = 0;
     auto run = [&](auto x_rows) {
       constexpr int kX = decltype(x_rows)::value;
-      if constexpr (std::is_same_v<T, Q4_K>) {
-        dot_group_q4k<kX>(wg, nb, xq, xq_stride, xs, i, yg, y_stride);
+      if constexpr (!std::is_same_v<T, Q6_K>) {
+        dot_group_q4k<T, kX>(wg, nb, xq, xq_stride, xs, i, yg, y_stride);
       } else {
         dot_group_q6k<kX>(wg, nb, xq, xq_stride, xs, i, yg, y_stride);
       }
@@ -328,6 +341,8 @@ QDotFn x16_vnni_kernel(DType t) {
       return dot_vnni<Q8_0>;
     case DType::kQ4_K:
       return dot_vnni_k<Q4_K>;
+    case DType::kQ5_K:
+      return dot_vnni_k<Q5_K>;
     case DType::kQ6_K:
       return dot_vnni_k<Q6_K>;
     default:

@@ -37,6 +37,12 @@ struct Q8_0 {
 // q8_K x block: d f32 | qs i8[256] at 4 | bsums i16[16] at 260.
 struct Q4_K {
   static constexpr size_t kBlock = 16 * 144, kDmin = 32, kScales = 64, kCodes = 256;
+  static constexpr size_t kHigh = 0;  // no fifth bit
+};
+// q5_K: q4_K's fields plus qh (the fifth bit of every code) as 8 words at 256.
+struct Q5_K {
+  static constexpr size_t kBlock = 16 * 176, kDmin = 32, kScales = 64, kCodes = 768;
+  static constexpr size_t kHigh = 256;
 };
 struct Q6_K {
   static constexpr size_t kBlock = 16 * 210, kScales = 32, kLow = 288, kHigh = 2336;
@@ -90,7 +96,7 @@ void prepare_x(const uint8_t* xq, size_t xq_stride, int64_t nx, int64_t nb, XSid
 }
 
 // The x side of the k-quant kernels, per x row and superblock: d_x, and the integer terms that
-// depend on x alone. q4_K: the 8 sub-block sums of 32 x codes, as 4 words of i16 pairs
+// depend on x alone. q4_K / q5_K: the 8 sub-block sums of 32 x codes, as 4 words of i16 pairs
 // (bs0 | bs2 << 16, bs1 | bs3, bs4 | bs6, bs5 | bs7) for vpdpwssd against the mins. q6_K: the
 // starts -32 * (sum of the 16 x codes) of the 16 sub-blocks (codes enter unsigned, code + 32).
 struct XSideK {
@@ -100,7 +106,7 @@ struct XSideK {
 
 template <class T>
 void prepare_x_k(const uint8_t* xq, size_t xq_stride, int64_t nx, int64_t nb, XSideK* s) {
-  constexpr int kInts = std::is_same_v<T, Q4_K> ? 4 : 16;
+  constexpr int kInts = std::is_same_v<T, Q6_K> ? 16 : 4;
   s->dx.resize(static_cast<size_t>(nx * nb));
   s->ints.resize(static_cast<size_t>(nx * nb * kInts));
   for (int64_t i = 0; i < nx; ++i) {

@@ -21,9 +21,10 @@
 namespace fkv {
 namespace {
 
-const DType kX16Types[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K};
+const DType kX16Types[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0,
+                           DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
 
-bool k_quant(DType t) { return t == DType::kQ4_K || t == DType::kQ6_K; }
+bool k_quant(DType t) { return t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K; }
 // Elements per block: the x16 layouts need cols to be a multiple of it.
 int64_t block_elems(DType t) { return k_quant(t) ? 256 : 32; }
 // The vector variants with a kernel for t: AVX2 has none for q8_0 (its codes overflow
@@ -88,7 +89,7 @@ float restated_dot(DType t, const uint8_t* row, const uint8_t* xrow, int64_t n) 
 float restated_dot_k(DType t, const uint8_t* row, const uint8_t* xrow, int64_t n) {
   volatile float acc = 0.0f, macc = 0.0f;
   for (int64_t b = 0; b < n / 256; ++b) {
-    const uint8_t* w = row + b * (t == DType::kQ4_K ? 144 : 210);
+    const uint8_t* w = row + b * (t == DType::kQ4_K ? 144 : t == DType::kQ5_K ? 176 : 210);
     const uint8_t* x = xrow + b * 292;
     float dx;
     std::memcpy(&dx, x, 4);
@@ -96,14 +97,17 @@ float restated_dot_k(DType t, const uint8_t* row, const uint8_t* xrow, int64_t n
     int16_t bs[16];
     std::memcpy(bs, x + 260, sizeof(bs));
     int32_t isum = 0, msum = 0;
-    if (t == DType::kQ4_K) {
+    if (t == DType::kQ4_K || t == DType::kQ5_K) {
       const uint8_t* s = w + 4;
+      const uint8_t* qs = w + (t == DType::kQ4_K ? 16 : 48);
       for (int j = 0; j < 8; ++j) {
         const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
         const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
         int32_t sub = 0;
         for (int l = 0; l < 32; ++l) {
-          sub += ((w[16 + 32 * (j / 2) + l] >> (4 * (j % 2))) & 15) * xs[32 * j + l];
+          int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
+          if (t == DType::kQ5_K) q |= ((w[16 + l] >> j) & 1) << 4;  // ggml's u1 / u2 bits
+          sub += q * xs[32 * j + l];
         }
         isum += sc * sub;
         msum += m * (bs[2 * j] + bs[2 * j + 1]);
@@ -124,7 +128,7 @@ float restated_dot_k(DType t, const uint8_t* row, const uint8_t* xrow, int64_t n
       acc = std::fma(static_cast<float>(isum), f16_at(w + 208) * dx, acc);
     }
   }
-  return t == DType::kQ4_K ? acc - macc : acc;
+  return t == DType::kQ6_K ? acc : acc - macc;
 }
 
 float restated(DType t, const uint8_t* row, const uint8_t* xrow, int64_t n) {
@@ -154,8 +158,8 @@ TEST(Repack, LayoutRoundTripsAndInPlaceEqualsACopy) {
     }
   }
   EXPECT_FALSE(x16_type(DType::kQ5_0));
-  EXPECT_FALSE(x16_type(DType::kQ5_K));
-  EXPECT_EQ(x16_dot_fn(DType::kQ5_K, QDotIsa::kScalar), nullptr);
+  EXPECT_FALSE(x16_type(DType::kQ2_K));
+  EXPECT_EQ(x16_dot_fn(DType::kQ2_K, QDotIsa::kScalar), nullptr);
 }
 
 // Scalar twin == the restated order bit for bit; every variant == the scalar twin bit for bit, for
@@ -239,7 +243,10 @@ TEST(Repack, ExtremeCodesGiveTheScalarTwinsBits) {
     const size_t rb = dtype_row_bytes(t, n), blk = dtype_row_bytes(t, block_elems(t));
     // The bytes of a block the fill covers: the codes (and the k-quants' sub-block scales and
     // mins: q4_K all 63 at 0xFF, q6_K -1 / -128 / 127), not the f16 block scales.
-    const size_t from = t == DType::kQ4_1 ? 4 : t == DType::kQ4_K ? 4 : t == DType::kQ6_K ? 0 : 2;
+    const size_t from = t == DType::kQ4_1                        ? 4
+                        : t == DType::kQ4_K || t == DType::kQ5_K ? 4
+                        : t == DType::kQ6_K                      ? 0
+                                                                 : 2;
     const size_t to = t == DType::kQ6_K ? 208 : blk;
     for (uint8_t fill : {uint8_t{0xFF}, uint8_t{0x80}, uint8_t{0x7F}, uint8_t{0x00}}) {
       auto bytes = test::random_weight_bytes(rng, t, rows, n);
