@@ -9,6 +9,7 @@
 #include "engine/batch.h"
 #include "kernels/matmul.h"
 #include "kv/method_spec.h"
+#include "quant/repack.h"
 
 namespace fkv {
 namespace {
@@ -346,6 +347,30 @@ BandwidthProbe probe_read_bandwidth(size_t bytes, int threads, int reps) {
   r.median_gbs = gbs[gbs.size() / 2];
   volatile uint64_t sink = 0;
   for (uint64_t v : sums) sink = sink + v;  // keeps the sums
+  return r;
+}
+
+Int8Peak probe_int8_peak(int threads, int reps) {
+  Int8Peak r;
+  r.threads = std::max(1, threads);
+  const QDotIsa isa = quant_dot_best_isa();
+  r.isa = quant_dot_isa_name(isa);
+  if (isa == QDotIsa::kScalar) return r;
+  const int saved = num_threads();
+  set_num_threads(r.threads);
+  constexpr int64_t kIters = int64_t{1} << 24;
+  std::vector<int64_t> macs(static_cast<size_t>(r.threads));
+  for (int k = 0; k < std::max(1, reps) + 1; ++k) {  // the first run warms the clocks up
+    const auto t0 = std::chrono::steady_clock::now();
+    parallel_for(r.threads,
+                 [&](int64_t t) { macs[static_cast<size_t>(t)] = int8_peak_loop(isa, kIters); },
+                 {.grain = 1});
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double total = 0;
+    for (int64_t m : macs) total += static_cast<double>(m);
+    if (k > 0) r.best_tops = std::max(r.best_tops, 2.0 * total / s / 1e12);
+  }
+  set_num_threads(saved);
   return r;
 }
 

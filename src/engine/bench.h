@@ -95,4 +95,13 @@ struct BandwidthProbe {
 };
 BandwidthProbe probe_read_bandwidth(size_t bytes, int threads, int reps);
 
+// The int8 multiply-add peak of the best x16 kernel instruction on `threads` threads (each runs
+// the same loop): best of `reps` timed runs, in int8 ops/s (2 per multiply-add). isa names it.
+struct Int8Peak {
+  double best_tops = 0;
+  const char* isa = "";
+  int threads = 0;
+};
+Int8Peak probe_int8_peak(int threads, int reps);
+
 }  // namespace fkv

@@ -20,7 +20,10 @@ namespace fkv {
 namespace repack_detail {
 // Defined in repack_avx512.cc: the VNNI kernel for t, nullptr when that build has no AVX-512.
 QDotFn x16_vnni_kernel(DType t);  // repack_avx512.cc
-QDotFn x16_avx2_kernel(DType t);  // repack_avx2.cc: q4_0 and q4_1
+QDotFn x16_avx2_kernel(DType t);  // repack_avx2.cc: all but q8_0
+// The int8 multiply-add instruction's peak loops (MACs done; 0 where not built).
+int64_t vnni_peak_loop(int64_t iters);  // repack_avx512.cc: vpdpbusd zmm
+int64_t avx2_peak_loop(int64_t iters);  // repack_avx2.cc: vpmaddubsw ymm
 }  // namespace repack_detail
 
 namespace {
@@ -338,6 +341,13 @@ QDotFn x16_dot_fn(DType t, QDotIsa isa) {
 QDotFn x16_best_dot(DType t) {
   QDotFn f = x16_dot_fn(t, quant_dot_best_isa());
   return f != nullptr ? f : scalar_fn(t);
+}
+
+int64_t int8_peak_loop(QDotIsa isa, int64_t iters) {
+  if (!quant_dot_isa_supported(isa)) return 0;
+  if (isa == QDotIsa::kAvx512) return repack_detail::vnni_peak_loop(iters);
+  if (isa == QDotIsa::kAvx2) return repack_detail::avx2_peak_loop(iters);
+  return 0;
 }
 
 bool x16_repack_enabled(DType t) {

@@ -80,6 +80,10 @@ void x16_row(DType t, const uint8_t* data, int64_t cols, int64_t r, uint8_t* row
 QDotFn x16_dot_fn(DType t, QDotIsa isa);
 // The best variant for this machine (FKV_ISA caps it).
 QDotFn x16_best_dot(DType t);
+// The peak of the x16 kernels' int8 multiply-add instruction on this core: `iters` steps of
+// independent chains of vpdpbusd zmm (kAvx512) or vpmaddubsw ymm (kAvx2); returns the
+// multiply-adds done (0 where the variant is not built or supported). For bench --int8-peak.
+int64_t int8_peak_loop(QDotIsa isa, int64_t iters);
 // True when the model loader repacks matrices of type t: this machine's best variant (FKV_ISA caps
 // it) has a vector x16 kernel for t and FKV_REPACK is not "0". Elsewhere the row-layout kernels
 // are faster than the scalar x16 dot (so q8_0 keeps its rows on AVX2-only machines).

@@ -345,6 +345,20 @@ void dot_avx2_k(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq
 
 }  // namespace
 
+int64_t avx2_peak_loop(int64_t iters) {
+  // The AVX2 kernels' inner step: vpmaddubsw (32 MACs into i16 pairs) + vpaddw, in 8 chains.
+  __m256i acc[8];
+  for (int k = 0; k < 8; ++k) acc[k] = _mm256_set1_epi16(static_cast<int16_t>(k));
+  const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2);
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int k = 0; k < 8; ++k) acc[k] = _mm256_add_epi16(acc[k], _mm256_maddubs_epi16(a, b));
+    __asm__ volatile("" : "+x"(acc[0]), "+x"(acc[1]), "+x"(acc[2]), "+x"(acc[3]));
+  }
+  __m256i sum = acc[0];
+  for (int k = 1; k < 8; ++k) sum = _mm256_add_epi16(sum, acc[k]);
+  return _mm256_extract_epi16(sum, 0) == 42 ? 0 : iters * 8 * 32;
+}
+
 QDotFn x16_avx2_kernel(DType t) {
   switch (t) {
     case DType::kQ4_0:
@@ -368,6 +382,7 @@ QDotFn x16_avx2_kernel(DType t) {
 
 namespace fkv::repack_detail {
 QDotFn x16_avx2_kernel(DType) { return nullptr; }
+int64_t avx2_peak_loop(int64_t) { return 0; }
 }  // namespace fkv::repack_detail
 
 #endif

@@ -331,6 +331,20 @@ void dot_vnni_k(const uint8_t* w, size_t w_stride, int64_t nr, const uint8_t* xq
 
 }  // namespace
 
+int64_t vnni_peak_loop(int64_t iters) {
+  // 16 independent vpdpbusd chains (more than latency x issue width), 64 MACs each per step.
+  __m512i acc[16];
+  for (int k = 0; k < 16; ++k) acc[k] = _mm512_set1_epi32(k);
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int k = 0; k < 16; ++k) acc[k] = _mm512_dpbusd_epi32(acc[k], a, b);
+    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]));
+  }
+  __m512i sum = acc[0];
+  for (int k = 1; k < 16; ++k) sum = _mm512_add_epi32(sum, acc[k]);
+  return _mm512_reduce_add_epi32(sum) == 42 ? 0 : iters * 16 * 64;
+}
+
 QDotFn x16_vnni_kernel(DType t) {
   switch (t) {
     case DType::kQ4_0:
@@ -360,6 +374,7 @@ QDotFn x16_vnni_kernel(DType t) {
 
 namespace fkv::repack_detail {
 QDotFn x16_vnni_kernel(DType) { return nullptr; }
+int64_t vnni_peak_loop(int64_t) { return 0; }
 }  // namespace fkv::repack_detail
 
 #endif

@@ -188,13 +188,21 @@ TEST(Bench, BandwidthProbePrintsOneLinePerThreadCount) {
   EXPECT_EQ(n, 2) << r.out;
 }
 
+// The int8 peak probe: one line naming the kernel instruction's ISA, positive where there is one.
+TEST(Bench, Int8PeakProbePrintsTheInstructionsRate) {
+  CliRun r = run("--int8-peak -t 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.out.rfind("int8 peak: ", 0), 0u) << r.out;
+  if (r.out.find("scalar") == std::string::npos) EXPECT_GT(std::stod(r.out.substr(11)), 0.0);
+}
+
 TEST(Bench, BadFlagsGiveClearErrors) {
   struct Case {
     std::string args, message;
   };
   const std::vector<Case> cases = {
       {"-p 8", "exactly one of --model PATH or --synthetic SHAPE"},
-      {"--bandwidth --model " + kStories, "--bandwidth takes no --model"},
+      {"--bandwidth --model " + kStories, "--bandwidth / --int8-peak take no --model"},
       {"--bandwidth -t 0", "-t (--threads)"},
       {"--model " + kStories + " -p 8,x", "-p (--n-prompt)"},
       {"--model " + kStories + " -p -3", "-p (--n-prompt)"},

@@ -76,6 +76,9 @@ const std::vector<ArgSpec>& bench_specs() {
        "also write a PNG of latency against prompt length per method (python3 + matplotlib: "
        "tools/scripts/plot_bench.py)"},
       {"quiet", ArgKind::kFlag, "no progress lines on stderr"},
+      {"int8-peak", ArgKind::kFlag,
+       "measure the x16 kernels' int8 multiply-add peak (vpdpbusd zmm, or vpmaddubsw ymm on "
+       "AVX2) with each -t thread count, in int8 TOPS: the bound of quantised prefill"},
       {"bandwidth", ArgKind::kFlag,
        "measure memory read bandwidth with each -t thread count (1 GiB buffer, best and median "
        "of 5 passes) instead of a model: the bound of a decode step"},
@@ -276,14 +279,20 @@ int cmd_bench(const std::vector<std::string>& args) {
   if (auto st = split_args(args, lists, rest); !st) return fail(st);
   auto pa = parse_args(rest, bench_specs(), "bench");
   if (!pa) return fail(pa.status());
-  if (pa->has("bandwidth")) {
+  if (pa->has("bandwidth") || pa->has("int8-peak")) {
     if (pa->has("model") || pa->has("synthetic")) {
-      return fail(Status::error("bench: --bandwidth takes no --model or --synthetic"));
+      return fail(Status::error("bench: --bandwidth / --int8-peak take no --model or --synthetic"));
     }
     const int all_cores = static_cast<int>(std::max(1l, ::sysconf(_SC_NPROCESSORS_ONLN)));
     auto threads = int_list(lists, "threads", "-t", {all_cores}, 1, 1024);
     if (!threads) return fail(threads.status());
     for (int t : *threads) {
+      if (pa->has("int8-peak")) {
+        const Int8Peak p = probe_int8_peak(t, 3);
+        std::printf("int8 peak: %.2f TOPS (%s, %d threads, best of 3)\n", p.best_tops, p.isa,
+                    p.threads);
+      }
+      if (!pa->has("bandwidth")) continue;
       const BandwidthProbe b = probe_read_bandwidth(size_t{1} << 30, t, 5);
       std::printf(
           "read bandwidth: %.1f GB/s best, %.1f GB/s median (%d threads, %zu MiB, %d "
