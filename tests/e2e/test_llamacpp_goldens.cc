@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -50,6 +51,13 @@ struct Tolerance {
 // ggml-style q8 activations, or with either q8 rounding rule lands 0.48-0.80 away from llama.cpp
 // (logits up to ~30) and agrees on 95.8-98% of top-1 tokens. Bounds: ~2x and ~1.5 points below.
 constexpr Tolerance kSmolTol = {1.5, 0.94};
+// Qwen2.5-Coder-1.5B Q4_K_M: both sides quantise activations to q8_K the same way (the integer
+// products are equal), only float order differs, and the model amplifies it: llama.cpp against
+// its own goldens with its one-token kernels (n_batch = 1) agrees on 97.22 % of top-1 tokens and
+// keeps 6 of 7 greedy continuations; fastkv's x16 path 96.53 %, every disagreement a near tie
+// (llama.cpp margin + our gap at most 0.571 seen, against a bound of 2 x 0.5)
+// (docs/MODELS.md). Floor and tie bound below.
+constexpr Tolerance kQwenTol = {0.5, 0.96};
 // stories260K is f32 on both sides; only summation order differs (5.5e-5 seen).
 constexpr Tolerance kStoriesTol = {2e-4, 1.0};
 
@@ -94,10 +102,18 @@ std::string show(const std::vector<int32_t>& ids) {
 // default prefix (BOS where the GGUF asks for it). That is llama.cpp's special=true with
 // add_bos = add_special_tokens. llama.cpp's special=false (specials read as plain text) has no
 // fastkv counterpart; those ids are in the golden for reference only.
-void check_tokenizer(const Tokenizer& tok, const json& g) {
+// `llamacpp_differs`: corpus texts where llama.cpp departs from the model's own tokenizer.json
+// (what Hugging Face tokenizers, and fastkv, do), with the reason; they are skipped, saying so.
+void check_tokenizer(const Tokenizer& tok, const json& g,
+                     const std::map<std::string, std::string>& llamacpp_differs = {}) {
   int n = 0;
   for (const json& c : g["tokenizer"]) {
     const std::string text = c["text"].get<std::string>();
+    if (auto it = llamacpp_differs.find(text); it != llamacpp_differs.end()) {
+      std::printf("[llama.cpp] tokenizer: \"%s\" not compared: %s\n", text.c_str(),
+                  it->second.c_str());
+      continue;
+    }
     SCOPED_TRACE("text: \"" + text + "\"");
     const auto want = c["ids_special"].get<std::vector<int32_t>>();
     const auto want_bos = c["ids_special_bos"].get<std::vector<int32_t>>();
@@ -262,11 +278,11 @@ TEST(LlamaCppGoldens, Stories260K) {
   check_model(**model, g, kStoriesTol);
 }
 
-// Qwen2.5-Coder-1.5B-Instruct Q4_K_M (tools/scripts/fetch_models.py; not fetched for CI, where
-// this test skips): the real-model criteria of docs/MODELS.md. Over the 8 golden prompts (chat and
-// raw, code and prose, one of ~3K tokens), teacher-forced top-1 agreement with llama.cpp >= 98%,
-// and the 32-token greedy continuation identical for at least 7 of the 8; the top-5 overlap is
-// reported. Our KV cache is f32 as llama.cpp's was for the goldens.
+// Qwen2.5-Coder-1.5B-Instruct Q4_K_M (tools/scripts/fetch_models.py; skipped in CI and when not
+// fetched). Over the 8 golden prompts (chat and raw, code and prose, one of ~3K tokens): every
+// teacher-forced top-1 disagreement and every greedy divergence (within 32 tokens) is a near tie,
+// and top-1 agreement stays above kQwenTol's floor; the top-5 overlap and the count of identical
+// greedy continuations are reported. Our KV cache is f32 as llama.cpp's was for the goldens.
 TEST(LlamaCppGoldens, Qwen25Coder1_5BQ4_K_M) {
   if (std::getenv("CI") != nullptr) GTEST_SKIP() << "CI runs the small models only";
   auto path = resolve_model_path("qwen2.5-coder-1.5b-instruct");
@@ -284,8 +300,18 @@ TEST(LlamaCppGoldens, Qwen25Coder1_5BQ4_K_M) {
   ASSERT_EQ(n_vocab, g["n_vocab"].get<int>());
   auto tok = load_tokenizer_for(m);
   ASSERT_TRUE(tok.has_value()) << tok.error();
-  check_tokenizer(*tok, g);
+  check_tokenizer(
+      *tok, g,
+      {{"<s> looks like BOS </s> and <unk> too",
+        "llama.cpp's vocabulary loader turns \"</s>\" into a control token by name (its end-of-"
+        "generation heuristic); in Qwen's tokenizer.json it is plain text"},
+       {"e\xcc\x81 (decomposed) vs \xc3\xa9 (composed)",
+        "Qwen's tokenizer.json normalises NFC (as Hugging Face tokenizers do); llama.cpp does not "
+        "normalise"}});
   size_t positions = 0, agree = 0, top5_hits = 0, top5_total = 0;
+  // The widest near tie behind a disagreement: llama.cpp's top-2 margin + our gap (the rule at the
+  // top of the file).
+  double widest_tie = 0;
   int greedy_equal = 0, prompts = 0;
   for (const json& p : g["prompts"]) {
     const std::string name = p["name"].get<std::string>();
@@ -300,10 +326,16 @@ TEST(LlamaCppGoldens, Qwen25Coder1_5BQ4_K_M) {
     Session s(m, *policy, so);
     std::vector<float> logits;  // [n_tokens, n_vocab]
     ASSERT_TRUE(s.prefill_all_logits(ids, logits).is_ok()) << name;
+    const auto margin = p["margin"].get<std::vector<float>>();
     int prompt_agree = 0;
     for (size_t r = 0; r < ids.size(); ++r) {
       const float* row = logits.data() + r * n_vocab;
-      prompt_agree += top2(row, n_vocab).first == top1[r];
+      const int32_t best = top2(row, n_vocab).first;
+      prompt_agree += best == top1[r];
+      if (best != top1[r]) {
+        widest_tie =
+            std::max(widest_tie, static_cast<double>(margin[r] + row[best] - row[top1[r]]));
+      }
       // Our top 5 against llama.cpp's (as sets).
       std::vector<int32_t> order(static_cast<size_t>(n_vocab));
       for (int i = 0; i < n_vocab; ++i) order[i] = i;
@@ -318,10 +350,19 @@ TEST(LlamaCppGoldens, Qwen25Coder1_5BQ4_K_M) {
     positions += ids.size();
     std::vector<float> next(logits.end() - n_vocab, logits.end());
     logits = {};
+    const auto gmargin = p["greedy_margin"].get<std::vector<float>>();
     size_t same = 0;
     for (size_t step = 0; step < greedy.size(); ++step) {
       const int32_t t = top2(next.data(), n_vocab).first;
-      if (t != greedy[step]) break;
+      if (t != greedy[step]) {
+        std::printf(
+            "[llama.cpp] %s: greedy step %zu ours %d llama.cpp %d, llama.cpp margin %.4g, "
+            "our gap %.4g\n",
+            name.c_str(), step, t, greedy[step], gmargin[step], next[t] - next[greedy[step]]);
+        widest_tie =
+            std::max(widest_tie, static_cast<double>(gmargin[step] + next[t] - next[greedy[step]]));
+        break;
+      }
       ++same;
       if (step + 1 < greedy.size()) ASSERT_TRUE(s.decode(t, next).is_ok());
     }
@@ -333,11 +374,11 @@ TEST(LlamaCppGoldens, Qwen25Coder1_5BQ4_K_M) {
   ASSERT_EQ(prompts, 8);
   const double top1_share = static_cast<double>(agree) / static_cast<double>(positions);
   std::printf(
-      "[llama.cpp] qwen2.5-coder-1.5b: top-1 %.2f%%, top-5 overlap %.2f%%, greedy "
-      "identical for %d/%d prompts\n",
-      100.0 * top1_share, 100.0 * top5_hits / top5_total, greedy_equal, prompts);
-  EXPECT_GE(top1_share, 0.98);
-  EXPECT_GE(greedy_equal, 7);
+      "[llama.cpp] qwen2.5-coder-1.5b: top-1 %.2f%%, top-5 overlap %.2f%%, greedy identical for "
+      "%d/%d prompts, widest near tie %.3f\n",
+      100.0 * top1_share, 100.0 * top5_hits / top5_total, greedy_equal, prompts, widest_tie);
+  EXPECT_GE(top1_share, kQwenTol.min_top1_agreement);
+  EXPECT_LE(widest_tie, 2 * kQwenTol.logit) << "a disagreement beyond a near tie";
 }
 
 }  // namespace
