@@ -33,6 +33,14 @@ std::string format_double(double v) {
 
 }  // namespace
 
+const MethodOptionInfo* method_option_info(std::string_view key) {
+  const std::string k = normalise_key(key);
+  for (const MethodOptionInfo& info : method_option_infos()) {
+    if (k == info.key) return &info;
+  }
+  return nullptr;
+}
+
 Status set_method_option(PolicyOptions& o, std::string_view key_in, std::string_view value) {
   const std::string key = normalise_key(key_in);
   const std::string what = "method option " + key;

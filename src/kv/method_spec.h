@@ -24,6 +24,8 @@ struct MethodOptionInfo {
 
 // Every option key any method takes, in a fixed order.
 const std::vector<MethodOptionInfo>& method_option_infos();
+// The entry of `key` ('-' or '_'), nullptr for a key no method takes.
+const MethodOptionInfo* method_option_info(std::string_view key);
 // The keys `method` accepts (a subset of method_option_infos(), same order); error for an
 // unknown method.
 Expected<std::vector<MethodOptionInfo>> method_options(const std::string& method);

@@ -103,12 +103,7 @@ std::optional<ApiError> parse_kv_compression(const RequestContext& ctx, const js
     out = *po;
     for (auto it = v->begin(); it != v->end(); ++it) {
       if (it.key() == "method") continue;
-      std::string key = it.key();
-      std::replace(key.begin(), key.end(), '-', '_');
-      const MethodOptionInfo* info = nullptr;
-      for (const MethodOptionInfo& oi : method_option_infos()) {
-        if (key == oi.key) info = &oi;
-      }
+      const MethodOptionInfo* info = method_option_info(it.key());
       const json& val = it.value();
       std::string text;
       // Each option takes its own JSON type, as the top-level fields do: "0.2" (a string) is not
