@@ -238,59 +238,74 @@ void dot_group_q4k(const uint8_t* wg, int64_t nb, const uint8_t* xq, size_t xq_s
 // q6_K, one group of 16 rows against kX x rows: the 6-bit codes (code + 32, unsigned) assembled
 // word by word from ql's nibbles and qh's bit pairs; each 16-element sub-block's sum starts at
 // -32 * sum(x) and is scaled by its signed 8-bit scale (vpmulld) into the superblock total.
+// Scaling: vpmulld is 2 uops on vpdpbusd's port; a sub-block's |sum| <= 16 * 32 * 128 = 2^16 and
+// |scale| <= 128, so two sub-blocks' scaled sums are at most 2^24 and exact in f32: converted,
+// scaled by mul + fma and converted back per pair, the i32 total is the scalar twin's.
+// Word u of half h holds, per row, 4 elements of each of the four 32-element quarters k: the
+// low / high nibbles of ql words (16 h + u) and (16 h + 8 + u) and the 2-bit pairs of qh word
+// (8 h + u). All four quarters are unpacked from one load of each word (compile-time k, so no
+// branch or spilled pointer is left in the loop).
 template <int kX>
 void dot_group_q6k(const uint8_t* wg, int64_t nb, const uint8_t* xq, size_t xq_stride,
                    const XSideK& xs, int64_t i0, float* y, int64_t y_stride) {
   const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
   __m512 acc[kX];
   for (int i = 0; i < kX; ++i) acc[i] = _mm512_setzero_ps();
+  const uint8_t* xrow[kX];
+  for (int i = 0; i < kX; ++i) xrow[i] = xq + (i0 + i) * xq_stride + kQ8KCodes;
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = wg + b * Q6_K::kBlock;
     const char* ahead = reinterpret_cast<const char*>(blk + 4 * Q6_K::kBlock);
     for (size_t l = 0; l < Q6_K::kBlock; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
     __m512i tot[kX];
     for (int i = 0; i < kX; ++i) tot[i] = _mm512_setzero_si512();
+    const int32_t* start[kX];  // -32 * x sum of each of the 16 sub-blocks
+    for (int i = 0; i < kX; ++i) start[i] = &xs.ints[((i0 + i) * nb + b) * 16];
+#pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
-      for (int k = 0; k < 4; ++k) {
-        for (int v = 0; v < 2; ++v) {
-          const int j = 8 * h + 2 * k + v;  // sub-block
-          __m512i sum[kX];
+#pragma GCC unroll 2
+      for (int v = 0; v < 2; ++v) {
+        __m512i sum[kX][4];  // quarter k's sub-block 8 h + 2 k + v
+        for (int i = 0; i < kX; ++i) {
+          for (int k = 0; k < 4; ++k) sum[i][k] = _mm512_set1_epi32(start[i][8 * h + 2 * k + v]);
+        }
+#pragma GCC unroll 4
+        for (int u = 4 * v; u < 4 * v + 4; ++u) {
+          const __m512i qa = _mm512_loadu_si512(blk + Q6_K::kLow + 64 * (16 * h + u));
+          const __m512i qb = _mm512_loadu_si512(blk + Q6_K::kLow + 64 * (16 * h + 8 + u));
+          const __m512i qh = _mm512_loadu_si512(blk + Q6_K::kHigh + 64 * (8 * h + u));
+          const __m512i code[4] = {
+              _mm512_or_si512(_mm512_and_si512(qa, m4),
+                              _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30)),
+              _mm512_or_si512(_mm512_and_si512(qb, m4),
+                              _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30)),
+              _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(qa, 4), m4),
+                              _mm512_and_si512(qh, m30)),
+              _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(qb, 4), m4),
+                              _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30))};
           for (int i = 0; i < kX; ++i) {
-            sum[i] = _mm512_set1_epi32(xs.ints[((i0 + i) * nb + b) * 16 + j]);
-          }
-          for (int u = 4 * v; u < 4 * v + 4; ++u) {
-            const __m512i ql =
-                _mm512_loadu_si512(blk + Q6_K::kLow + 64 * (16 * h + 8 * (k % 2) + u));
-            const __m512i qh = _mm512_loadu_si512(blk + Q6_K::kHigh + 64 * (8 * h + u));
-            const __m512i low =
-                k < 2 ? _mm512_and_si512(ql, m4) : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);
-            __m512i high;
-            switch (k) {
-              case 0:
-                high = _mm512_slli_epi16(qh, 4);
-                break;
-              case 1:
-                high = _mm512_slli_epi16(qh, 2);
-                break;
-              case 2:
-                high = qh;
-                break;
-              default:
-                high = _mm512_srli_epi16(qh, 2);
-                break;
-            }
-            const __m512i code = _mm512_or_si512(low, _mm512_and_si512(high, m30));
-            for (int i = 0; i < kX; ++i) {
-              const uint8_t* xc =
-                  xq + (i0 + i) * xq_stride + b * kQ8KBlock + kQ8KCodes + 128 * h + 32 * k + 4 * u;
-              sum[i] = _mm512_dpbusd_epi32(sum[i], code, _mm512_set1_epi32(load_i32(xc)));
+            const uint8_t* xc = xrow[i] + b * kQ8KBlock + 128 * h + 4 * u;
+            for (int k = 0; k < 4; ++k) {
+              sum[i][k] =
+                  _mm512_dpbusd_epi32(sum[i][k], code[k], _mm512_set1_epi32(load_i32(xc + 32 * k)));
             }
           }
-          // Signed scale byte j of each row.
+        }
+        // Signed scale byte j = 8 h + 2 k + v of each row. Quarters k and k + 1 scaled in f32 (see
+        // above: exact), back to i32, added.
+        __m512 fsc[4];
+        for (int k = 0; k < 4; ++k) {
+          const int j = 8 * h + 2 * k + v;
           const __m512i sv = _mm512_loadu_si512(blk + Q6_K::kScales + 64 * (j / 4));
-          const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(sv, 24 - 8 * (j % 4)), 24);
-          for (int i = 0; i < kX; ++i) {
-            tot[i] = _mm512_add_epi32(tot[i], _mm512_mullo_epi32(sum[i], sc));
+          fsc[k] =
+              _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(sv, 24 - 8 * (j % 4)), 24));
+        }
+        for (int i = 0; i < kX; ++i) {
+          for (int k = 0; k < 4; k += 2) {
+            const __m512 pair =
+                _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[i][k + 1]), fsc[k + 1],
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(sum[i][k]), fsc[k]));
+            tot[i] = _mm512_add_epi32(tot[i], _mm512_cvtps_epi32(pair));
           }
         }
       }
