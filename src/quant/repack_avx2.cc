@@ -19,6 +19,12 @@
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
+// GCC cannot see that the per-x-row sum arrays are written before they are read in every
+// unrolled path (as in repack_avx512.cc).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <immintrin.h>
 
 #include "quant/repack_kernels.h"
@@ -246,11 +252,17 @@ void dot_half_q6k(const uint8_t* wg, int h, int64_t nb, const uint8_t* xq, size_
     }
     __m256i tot[kX];
     for (int i = 0; i < kX; ++i) tot[i] = _mm256_setzero_si256();
+      // Every loop index a compile-time constant (the k switch below resolves statically, no
+      // branch or spilled pointer in the loop).
+#pragma GCC unroll 2
     for (int hh = 0; hh < 2; ++hh) {
+#pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
+#pragma GCC unroll 2
         for (int v = 0; v < 2; ++v) {
           const int j = 8 * hh + 2 * k + v;  // sub-block
           __m256i pair0[kX], pair1[kX];
+#pragma GCC unroll 4
           for (int u = 4 * v; u < 4 * v + 4; ++u) {
             const __m256i ql = load(blk + Q6_K::kLow + 64 * (16 * hh + 8 * (k % 2) + u));
             const __m256i qh = load(blk + Q6_K::kHigh + 64 * (8 * hh + u));
