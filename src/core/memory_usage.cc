@@ -26,7 +26,6 @@ size_t status_field_bytes(const char* field) {
 
 }  // namespace
 
-size_t current_rss_bytes() { return status_field_bytes("VmRSS"); }
 size_t peak_rss_bytes() { return status_field_bytes("VmHWM"); }
 
 bool reset_peak_rss() {

@@ -6,8 +6,6 @@
 
 namespace fkv {
 
-// Current resident set size in bytes (VmRSS), 0 when unknown.
-size_t current_rss_bytes();
 // Peak resident set size in bytes since start-up or the last reset (VmHWM), 0 when unknown.
 size_t peak_rss_bytes();
 // Resets the peak to the current RSS (writes "5" to /proc/self/clear_refs, Linux >= 4.0), so a

@@ -5,7 +5,6 @@
 
 #include "engine/session_impl.h"
 #include "kv/budget.h"
-#include "kv/policies/common.h"
 
 namespace fkv {
 
@@ -235,51 +234,9 @@ size_t kv_bytes_per_row(const ModelConfig& c, DType kv_dtype) {
 
 size_t worst_case_kv_bytes(const PolicyOptions& o, const ModelConfig& c, int n_prompt,
                            int max_new_tokens, DType kv_dtype) {
-  const std::string& m = o.method;
-  const int window = o.window.value_or(kvp::kDefaultWindow);
-  // Budget::of: the count, or floor(N * r) as the reference's int(N * r).
-  auto budget = [&]() -> int64_t {
-    if (o.kv_budget) return *o.kv_budget;
-    return floor_mul(n_prompt, o.retain_rate.value_or(kvp::kDefaultRetainRate));
-  };
-  // The policies' guards keep every row when the budget does not exceed the protected rows.
-  int64_t rows = n_prompt;  // fullkv, pyramidinfer (its decode compaction only shrinks), unknown
-  if (m == "fastkv") {
-    // Restates FastKv::capacity and its guards: layers up to the TSP layer see N rows, later ones
-    // (when TSP is active) T rows at the rate r / t.
-    const bool constant = o.mode && *o.mode == "constant";
-    const bool kv_count = o.kv_budget.has_value() || constant;
-    const int kv_c = o.kv_budget.value_or(kvp::kDefaultConstantBudget);
-    const double r = o.retain_rate.value_or(kvp::kDefaultRetainRate);
-    const bool tsp_count = o.tsp_len.has_value() || constant;
-    const double t = o.tsp_rate.value_or(kvp::kDefaultTspRate);
-    const int T =
-        tsp_count ? o.tsp_len.value_or(kvp::kDefaultConstantTspLen) : floor_mul(n_prompt, t);
-    const bool tsp_active = T - window > 0 && T < n_prompt;
-    auto kept = [&](int n, double rate) -> int64_t {
-      const int cap = kv_count ? kv_c : floor_mul(n, rate);
-      return (cap - window <= 0 || cap >= n) ? n : cap;
-    };
-    rows = kept(n_prompt, r);
-    if (tsp_active) {
-      const double t_eff = tsp_count ? static_cast<double>(T) / n_prompt : t;
-      rows = std::max(rows, kept(T, r / t_eff));
-    }
-  } else if (m == "snapkv" || m == "h2o" || m == "adakv") {
-    const int64_t b = budget();
-    if (b > window) rows = b;
-  } else if (m == "streamingllm") {
-    const int64_t b = budget();
-    if (b > kvp::kStreamingSinks) rows = b;
-  } else if (m == "gemfilter") {
-    const int64_t b = budget();
-    if (b > 0) rows = b;
-  } else if (m == "pyramidkv") {
-    // C_l = W + max - floor(...) <= W + 2 (C - W) < 2 C.
-    const int64_t b = budget();
-    if (b > window) rows = 2 * b;
-  }
-  rows = std::min<int64_t>(rows, n_prompt) + std::max(0, max_new_tokens);
+  const PolicyModelInfo model{c.model_name, c.n_layers, c.n_heads,
+                              c.n_kv_heads, c.head_dim, c.n_ctx};
+  const int64_t rows = max_kept_prompt_rows(o, model, n_prompt) + std::max(0, max_new_tokens);
   return static_cast<size_t>(rows) * kv_bytes_per_row(c, kv_dtype);
 }
 

@@ -81,11 +81,12 @@ class SteppedPrefill {
   int threads_ = 0;  // the creating thread's kernel thread count
 };
 
-// Bytes the cache of one request can reach: kept prompt rows per head (bounded from the method's
-// budget: fullkv and pyramidinfer keep up to the whole prompt; snapkv, h2o, adakv, streamingllm,
-// fastkv and gemfilter at most their budget, pyramidkv at most twice it, and all of them the whole
-// prompt when the budget does not exceed the rows they protect (their guards))
-// plus max_new_tokens decode rows, over every layer and KV head, K and V in the cache dtype.
+// Bytes the cache of one request can reach: kept prompt rows per head (max_kept_prompt_rows, which
+// each method states in its own file: fullkv and pyramidinfer keep up to the whole prompt, the
+// budgeted methods at most their budget, pyramidkv at most twice it, snapkv per query head the
+// union of its heads' choices, and all of them the whole prompt when the budget does not exceed
+// the rows they protect) plus max_new_tokens decode rows, over every layer and KV head, K and V in
+// the cache dtype.
 size_t worst_case_kv_bytes(const PolicyOptions& opts, const ModelConfig& config, int n_prompt,
                            int max_new_tokens, DType kv_dtype = SessionOptions().kv_dtype);
 // Bytes one decode row adds over all layers and KV heads (K and V) in the cache dtype.

@@ -84,10 +84,7 @@ namespace {
 
 // Methods whose prompt pass is the full forward (they differ only in what they cache):
 // Session::prefill_shared runs their prefill once per sample.
-bool shares_prefill(const std::string& method) {
-  return method == "fullkv" || method == "snapkv" || method == "pyramidkv" || method == "adakv" ||
-         method == "streamingllm" || method == "h2o";
-}
+bool shares_prefill(const std::string& method) { return shares_prompt_pass(method); }
 
 std::string row_key(const std::string& task, const std::string& id, const std::string& method,
                     const std::string& protocol) {
@@ -224,11 +221,14 @@ Status write_reports(const std::string& dir, const ojson& meta, std::vector<ojso
   md += "- model: `" + meta.value("model", std::string("?")) + "`\n";
   md += "- protocol: " + meta.value("protocol", std::string("?")) + "\n";
   md += strfmt("- rows: %zu (samples x methods)\n", rows.size());
+  std::string sharing;
+  for (const std::string& m : policy_names())
+    if (shares_prompt_pass(m)) sharing += (sharing.empty() ? "" : ", ") + m;
   md +=
       "- score: the task's official metric x 100, mean over samples; KV share: kept KV bytes "
       "after the prompt / full-cache bytes, mean over samples; prefill s: rows that shared a "
-      "prompt pass (fullkv, snapkv, pyramidkv, adakv, streamingllm, h2o) all show that one pass "
-      "(per-method speed: the bench tool)\n\n";
+      "prompt pass (" +
+      sharing + ") all show that one pass (per-method speed: the bench tool)\n\n";
   md += "| task |";
   for (const std::string& m : methods) md += " `" + m + "` |";
   md += "\n|---|";

@@ -136,5 +136,12 @@ Expected<std::unique_ptr<KvPolicy>> make_policy(const PolicyOptions& opts,
                                                 const PolicyModelInfo& model);
 // Names accepted by make_policy, for --help and error messages.
 std::vector<std::string> policy_names();
+// The most rows a layer's cache holds per KV head on average (summed over the KV heads, divided by
+// their number) for a prompt of n_prompt tokens under these options, before any decoded token;
+// in [0, n_prompt], n_prompt for an unknown method. What admission control reserves.
+int64_t max_kept_prompt_rows(const PolicyOptions& opts, const PolicyModelInfo& model, int n_prompt);
+// Whether the method's prompt pass is the full forward and only its cache differs (fullkv, snapkv,
+// ...): an eval sample runs that pass once for all such methods (Session::prefill_shared).
+bool shares_prompt_pass(const std::string& method);
 
 }  // namespace fkv

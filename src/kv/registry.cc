@@ -1,5 +1,7 @@
 // The explicit policy registry (no self-registration: static libraries drop unreferenced objects).
-// Adding a method: one row here + src/kv/policies/<name>.cc (see docs/METHODS.md).
+// Adding a method: src/kv/policies/<name>.cc with its MethodInfo, one row here, its line in
+// common.h (see docs/ADDING_A_METHOD.md).
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -10,38 +12,13 @@ namespace fkv {
 
 namespace {
 
-enum Opt : unsigned {
-  kTspLayer = 1u << 0,
-  kTspRate = 1u << 1,
-  kTspLen = 1u << 2,
-  kRetainRate = 1u << 3,
-  kKvBudget = 1u << 4,
-  kWindow = 1u << 5,
-  kKernel = 1u << 6,
-  kPooling = 1u << 7,
-  kMode = 1u << 8,
-  kFilterLayer = 1u << 9,
-  kPerQueryHead = 1u << 10,
-};
-constexpr unsigned kBudget = kRetainRate | kKvBudget;
-constexpr unsigned kWindowScore = kBudget | kWindow | kKernel | kPooling;
+using namespace kvp;  // MethodInfo, the Opt bits
 
-struct Entry {
-  const char* name;
-  kvp::Factory make;
-  unsigned options;  // which PolicyOptions fields the method reads
-};
-
-const Entry kRegistry[] = {
-    {"fullkv", kvp::make_fullkv, 0},
-    {"fastkv", kvp::make_fastkv, kWindowScore | kTspLayer | kTspRate | kTspLen | kMode},
-    {"snapkv", kvp::make_snapkv, kWindowScore | kPerQueryHead},
-    {"pyramidkv", kvp::make_pyramidkv, kWindowScore},
-    {"adakv", kvp::make_adakv, kWindowScore},
-    {"streamingllm", kvp::make_streamingllm, kBudget},
-    {"h2o", kvp::make_h2o, kBudget | kWindow},
-    {"gemfilter", kvp::make_gemfilter, kBudget | kFilterLayer},
-    {"pyramidinfer", kvp::make_pyramidinfer, kRetainRate | kWindow},
+// One row per method; the facts about a method live in its own file (policies/<name>.cc).
+const MethodInfo* const kRegistry[] = {
+    &kvp::kFullKvInfo,       &kvp::kFastKvInfo,       &kvp::kSnapKvInfo, &kvp::kPyramidKvInfo,
+    &kvp::kAdaKvInfo,        &kvp::kStreamingLlmInfo, &kvp::kH2oInfo,    &kvp::kGemFilterInfo,
+    &kvp::kPyramidInferInfo, &kvp::kKeyDiffInfo,
 };
 
 // The options a caller set, with their flag names for messages.
@@ -65,15 +42,15 @@ std::vector<std::pair<Opt, const char*>> set_options(const PolicyOptions& o) {
 const Opt kOptionBits[] = {kTspLayer, kTspRate, kTspLen, kRetainRate,  kKvBudget,    kWindow,
                            kKernel,   kPooling, kMode,   kFilterLayer, kPerQueryHead};
 
-const Entry* find_entry(const std::string& method) {
-  for (const Entry& e : kRegistry)
-    if (method == e.name) return &e;
+const MethodInfo* find_entry(const std::string& method) {
+  for (const MethodInfo* e : kRegistry)
+    if (method == e->name) return e;
   return nullptr;
 }
 
 std::string valid_names() {
   std::string valid;
-  for (const Entry& e : kRegistry) valid += (valid.empty() ? "" : ", ") + std::string(e.name);
+  for (const MethodInfo* e : kRegistry) valid += (valid.empty() ? "" : ", ") + std::string(e->name);
   return valid;
 }
 
@@ -99,7 +76,7 @@ const std::vector<MethodOptionInfo>& method_option_infos() {
 }
 
 Expected<std::vector<MethodOptionInfo>> method_options(const std::string& method) {
-  const Entry* entry = find_entry(method);
+  const MethodInfo* entry = find_entry(method);
   if (entry == nullptr) {
     return Status::error(
         strfmt("unknown KV method '%s'; valid methods: %s", method.c_str(), valid_names().c_str()));
@@ -113,13 +90,13 @@ Expected<std::vector<MethodOptionInfo>> method_options(const std::string& method
 
 std::vector<std::string> policy_names() {
   std::vector<std::string> names;
-  for (const Entry& e : kRegistry) names.emplace_back(e.name);
+  for (const MethodInfo* e : kRegistry) names.emplace_back(e->name);
   return names;
 }
 
 Expected<std::unique_ptr<KvPolicy>> make_policy(const PolicyOptions& opts,
                                                 const PolicyModelInfo& model) {
-  const Entry* entry = find_entry(opts.method);
+  const MethodInfo* entry = find_entry(opts.method);
   if (entry == nullptr) {
     return Status::error(strfmt("unknown KV method '%s'; valid methods: %s", opts.method.c_str(),
                                 valid_names().c_str()));
@@ -135,6 +112,18 @@ Expected<std::unique_ptr<KvPolicy>> make_policy(const PolicyOptions& opts,
       return Status::error(
           strfmt("%s: option %s does not apply to this method", opts.method.c_str(), flag));
   return entry->make(opts, model);
+}
+
+int64_t max_kept_prompt_rows(const PolicyOptions& opts, const PolicyModelInfo& model,
+                             int n_prompt) {
+  const MethodInfo* entry = find_entry(opts.method);
+  const int64_t rows = entry != nullptr ? entry->max_rows(opts, model, n_prompt) : n_prompt;
+  return std::clamp<int64_t>(rows, 0, n_prompt);
+}
+
+bool shares_prompt_pass(const std::string& method) {
+  const MethodInfo* entry = find_entry(method);
+  return entry != nullptr && entry->shares_prompt_pass;
 }
 
 }  // namespace fkv

@@ -30,13 +30,6 @@ void keep_push_head(KeepLists& keep, std::span<const int32_t> rows) {
   keep.off.push_back(static_cast<int32_t>(keep.idx.size()));
 }
 
-void keep_all(KeepLists& keep, int n_kv_heads, int n_rows) {
-  keep_begin(keep);
-  std::vector<int32_t> all(n_rows);
-  std::iota(all.begin(), all.end(), 0);
-  for (int g = 0; g < n_kv_heads; ++g) keep_push_head(keep, all);
-}
-
 void keep_topk_plus_window(const float* s_kv, int n_kv_heads, int n_rows, int window,
                            std::span<const int> k_per_head, KeepLists& keep) {
   FKV_CHECK(window >= 0 && window <= n_rows, "window %d vs n_rows %d", window, n_rows);

@@ -18,7 +18,6 @@ void top_k(std::span<const float> s, int k, std::vector<int32_t>& out);
 // KeepLists construction.
 void keep_begin(KeepLists& keep);
 void keep_push_head(KeepLists& keep, std::span<const int32_t> rows);  // rows ascending
-void keep_all(KeepLists& keep, int n_kv_heads, int n_rows);
 
 // Per KV head g: top-k_g of s_kv[g, 0..n_rows-window) plus the window rows [n_rows-window, n_rows).
 // s_kv: [n_kv_heads, n_rows - window]; k_per_head: [n_kv_heads].

@@ -43,7 +43,6 @@ struct ModelConfig {
   std::vector<int> eos_token_ids;  // from config/generation_config
   int bos_token_id = -1;
 
-  int n_group() const { return n_heads / n_kv_heads; }
   // Checks ranges and divisibility; `source` names the file in messages.
   Status validate(const std::string& source) const;
 };

@@ -69,7 +69,8 @@ const char* const kSpecs[] = {"fullkv",
                               "snapkv:retain_rate=0.2",
                               "pyramidinfer:retain_rate=0.5",
                               "h2o:retain_rate=0.3",
-                              "gemfilter:kv_budget=32"};
+                              "gemfilter:kv_budget=32",
+                              "keydiff:retain_rate=0.2"};
 
 struct Seq {
   std::unique_ptr<KvPolicy> policy;
@@ -102,7 +103,9 @@ TEST(Batch, DecodeBatchEqualsDecodeAloneBitForBit) {
       // SmolLM2 (the Q4_1 8-bit-activation path): fullkv, fastkv, snapkv, pyramidinfer; the tiny
       // models run every spec.
       const std::string sp(spec);
-      if (big && (sp.rfind("h2o", 0) == 0 || sp.rfind("gemfilter", 0) == 0)) continue;
+      if (big &&
+          (sp.rfind("h2o", 0) == 0 || sp.rfind("gemfilter", 0) == 0 || sp.rfind("keydiff", 0) == 0))
+        continue;
       for (int B : {1, 3, 9}) {
         if (kSanitized && B == 3) continue;
         if (big && B != 9) continue;
@@ -311,7 +314,8 @@ TEST(Batch, WorstCaseKvBytesBoundsEveryMethod) {
             "fastkv:kv_budget=20,tsp_len=40", "snapkv", "snapkv:kv_budget=30", "pyramidkv",
             "pyramidkv:retain_rate=0.3", "adakv:retain_rate=0.2", "streamingllm:kv_budget=24",
             "h2o:retain_rate=0.3", "gemfilter", "gemfilter:kv_budget=32",
-            "pyramidinfer:retain_rate=0.5"}) {
+            "pyramidinfer:retain_rate=0.5", "snapkv:kv_budget=20,per_query_head=true", "keydiff",
+            "keydiff:kv_budget=30"}) {
         SCOPED_TRACE(path + " " + spec + " n=" + std::to_string(n));
         const int steps = 5;
         auto po = parse_method_spec(spec);

@@ -12,7 +12,8 @@ from conftest import STORIES, STORY_PROMPT, cli_stats, run_cli
 # Every registered method with its defaults, and a few with options.
 METHOD_SPECS = [
     "fullkv", "fastkv", "snapkv", "pyramidkv", "adakv", "streamingllm", "h2o", "gemfilter",
-    "pyramidinfer", "fastkv:tsp_layer=2,tsp_rate=0.3,retain_rate=0.2", "snapkv:kv_budget=24,window=4",
+    "pyramidinfer", "keydiff", "fastkv:tsp_layer=2,tsp_rate=0.3,retain_rate=0.2",
+    "snapkv:kv_budget=24,window=4",
 ]
 
 

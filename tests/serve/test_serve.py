@@ -258,7 +258,8 @@ def kv_compression_per_request_matches_cli(s):
 EVERY_METHOD = ["fullkv", "fastkv:tsp_rate=0.3,retain_rate=0.2", "snapkv:retain_rate=0.2",
                 "pyramidkv:retain_rate=0.2", "adakv:retain_rate=0.2",
                 "streamingllm:retain_rate=0.2", "h2o:retain_rate=0.2",
-                "gemfilter:retain_rate=0.2", "pyramidinfer:retain_rate=0.5"]
+                "gemfilter:retain_rate=0.2", "pyramidinfer:retain_rate=0.5",
+                "keydiff:retain_rate=0.2"]
 
 
 @test

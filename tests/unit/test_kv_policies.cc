@@ -254,7 +254,7 @@ TEST(KvPolicies, EqualScoresKeepLowerPositions) {
 TEST(KvPolicies, BudgetAtOrAboveRowsKeepsEverything) {
   SynthLayer s(50, 9);
   for (const char* method :
-       {"snapkv", "fastkv", "pyramidkv", "adakv", "streamingllm", "h2o", "fullkv"}) {
+       {"snapkv", "fastkv", "pyramidkv", "adakv", "streamingllm", "h2o", "fullkv", "keydiff"}) {
     for (int budget : {50, 51, 500}) {
       PolicyOptions o = opts(method);
       if (std::string(method) != "fullkv") o.kv_budget = budget;
@@ -355,6 +355,54 @@ TEST(KvPolicies, StreamingKeepsSinksAndRecent) {
   for (int r = 48; r < 64; ++r) want.push_back(r);
   for (int g = 0; g < 2; ++g)
     EXPECT_EQ(std::vector<int32_t>(keep.head(g).begin(), keep.head(g).end()), want);
+}
+
+// KeyDiff: per KV head, the C keys least like the mean unit key (naive double restatement of
+// -cos(key, anchor)); every kept row scores >= every dropped one, ties to the lower position, and
+// a rate whose floor is 0 keeps everything.
+TEST(KvPolicies, KeyDiffKeepsKeysFarthestFromTheAnchor) {
+  SynthLayer s(90, 17);
+  const int n = 90, d = s.info.head_dim, Hkv = s.info.n_kv_heads;
+  PolicyOptions o = opts("keydiff");
+  o.kv_budget = 25;
+  KeepLists keep;
+  ASSERT_TRUE(make(o, s.info)->select_kv(s.lv, keep));
+  for (int g = 0; g < Hkv; ++g) {
+    std::vector<double> anchor(d, 0.0);
+    auto key = [&](int r) { return s.k.data() + (static_cast<size_t>(r) * Hkv + g) * d; };
+    auto length = [&](const float* x) {
+      double t = 0;
+      for (int e = 0; e < d; ++e) t += double{x[e]} * x[e];
+      return std::sqrt(t);
+    };
+    for (int r = 0; r < n; ++r)
+      for (int e = 0; e < d; ++e) anchor[e] += key(r)[e] / length(key(r)) / n;
+    double anchor_len = 0;
+    for (double a : anchor) anchor_len += a * a;
+    anchor_len = std::sqrt(anchor_len);
+    std::vector<float> score(n);
+    for (int r = 0; r < n; ++r) {
+      double dot = 0;
+      for (int e = 0; e < d; ++e) dot += key(r)[e] * anchor[e];
+      score[r] = static_cast<float>(-dot / (length(key(r)) * anchor_len));
+    }
+    expect_ascending_unique(keep.head(g), n);
+    expect_top_rows(keep.head(g), score.data(), n, 25, "keydiff");
+  }
+  // A repeated key (every row the same) ties everywhere: the first C rows.
+  SynthLayer same(40, 3);
+  for (int r = 1; r < 40; ++r)
+    std::copy(same.k.begin(), same.k.begin() + Hkv * d, same.k.begin() + r * Hkv * d);
+  o.kv_budget = 10;
+  ASSERT_TRUE(make(o, same.info)->select_kv(same.lv, keep));
+  for (int g = 0; g < Hkv; ++g) {
+    std::vector<int32_t> first(10);
+    std::iota(first.begin(), first.end(), 0);
+    EXPECT_EQ(std::vector<int32_t>(keep.head(g).begin(), keep.head(g).end()), first);
+  }
+  // retain_rate 0.1 of 9 rows: C = 0 keeps everything (a cache cannot be empty).
+  SynthLayer tiny(9, 5);
+  EXPECT_FALSE(make(opts("keydiff"), tiny.info)->select_kv(tiny.lv, keep));
 }
 
 TEST(KvPolicies, H2oKeepsHeavyHitters) {
@@ -576,13 +624,11 @@ TEST(KvRegistry, ValidationMessages) {
   info.n_kv_heads = 2;
   info.head_dim = 16;
   for (const std::string& name : policy_names()) EXPECT_TRUE(make_policy(opts(name), info));
-  EXPECT_EQ(policy_names().size(), 9u);
+  EXPECT_EQ(policy_names().size(), 10u);
 
   std::string e = error_of(opts("snapkv2"), info);
   EXPECT_NE(e.find("snapkv2"), std::string::npos) << e;
-  for (const char* n : {"fullkv", "fastkv", "snapkv", "pyramidkv", "adakv", "streamingllm", "h2o",
-                        "gemfilter", "pyramidinfer"})
-    EXPECT_NE(e.find(n), std::string::npos) << e;
+  for (const std::string& n : policy_names()) EXPECT_NE(e.find(n), std::string::npos) << e;
 
   PolicyOptions o = opts("fastkv");
   o.tsp_layer = 6;

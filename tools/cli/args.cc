@@ -100,25 +100,53 @@ Status apply_threads(const ParsedArgs& pa) {
   return Status::ok();
 }
 
+namespace {
+// The registry's names, so a new method shows up in --help with no edit here.
+std::string method_help() {
+  std::string names;
+  for (const std::string& m : policy_names())
+    names += (names.empty() ? "" : ", ") + m + (m == "fullkv" ? " (default)" : "");
+  return "KV method spec NAME[:key=value,...]: " + names +
+         "; e.g. fastkv:tsp_rate=0.2,retain_rate=0.1";
+}
+}  // namespace
+
+// --method, then one flag per method option, made from the option table the spec parser reads
+// (method_option_infos: key with '-' for '_', its kind and help), so the two cannot drift.
 const std::vector<ArgSpec>& method_arg_specs() {
-  static const std::vector<ArgSpec> specs = {
-      {"method", ArgKind::kString,
-       "KV method spec NAME[:key=value,...]: fullkv (default), fastkv, snapkv, pyramidkv, "
-       "adakv, streamingllm, h2o, gemfilter, pyramidinfer; e.g. "
-       "fastkv:tsp_rate=0.2,retain_rate=0.1"},
-      {"tsp-layer", ArgKind::kInt, "fastkv: layer after which only selected tokens propagate"},
-      {"tsp-rate", ArgKind::kFloat, "fastkv: share of tokens propagated after the TSP layer"},
-      {"tsp-len", ArgKind::kInt, "fastkv: tokens propagated after the TSP layer (absolute)"},
-      {"retain-rate", ArgKind::kFloat, "share of prompt KV entries each layer keeps"},
-      {"kv-budget", ArgKind::kInt, "KV entries each layer keeps (absolute)"},
-      {"window", ArgKind::kInt, "observation window W"},
-      {"kernel", ArgKind::kInt, "pooling kernel size"},
-      {"pooling", ArgKind::kString, "max | avg"},
-      {"mode", ArgKind::kString, "fastkv: proportional | constant"},
-      {"filter-layer", ArgKind::kInt, "gemfilter: layer whose attention selects the tokens"},
-      {"per-query-head", ArgKind::kFlag,
-       "snapkv: select per query head (parity with the reference)"},
-  };
+  static const std::string method_doc = method_help();
+  static const std::vector<std::string> flag_names = [] {
+    std::vector<std::string> names;
+    for (const MethodOptionInfo& info : method_option_infos()) {
+      std::string flag = info.key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      names.push_back(flag);
+    }
+    return names;
+  }();
+  static const std::vector<ArgSpec> specs = [] {
+    std::vector<ArgSpec> out = {{"method", ArgKind::kString, method_doc.c_str()}};
+    const auto& infos = method_option_infos();
+    for (size_t i = 0; i < infos.size(); ++i) {
+      ArgKind kind = ArgKind::kString;
+      switch (infos[i].kind) {
+        case MethodOptionKind::kInt:
+          kind = ArgKind::kInt;
+          break;
+        case MethodOptionKind::kFloat:
+          kind = ArgKind::kFloat;
+          break;
+        case MethodOptionKind::kString:
+          kind = ArgKind::kString;
+          break;
+        case MethodOptionKind::kBool:
+          kind = ArgKind::kFlag;
+          break;
+      }
+      out.push_back({flag_names[i].c_str(), kind, infos[i].help});
+    }
+    return out;
+  }();
   return specs;
 }
 

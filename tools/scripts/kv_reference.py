@@ -463,9 +463,34 @@ class GemFilter(FullKV):
         return topk_rule(pooled, kc, self.margins)
 
 
+class KeyDiff(FullKV):
+    """kvpress KeyDiffPress: per KV head, anchor = mean of the L2-normalised keys of the layer's
+    rows; score = -cos(key, anchor); top C = floor(n r) (n = the layer's rows) or kv_budget, ties
+    to the lower position; no window. Guard: C <= 0 or C >= n keeps every row."""
+
+    def __init__(self, m, o):
+        self.o, self.Hkv = o, m.Hkv
+        self.margins = Margins()
+
+    def select_kv(self, il, q, k, N):
+        n = k.shape[0]
+        C = budget(self.o, n)
+        if C <= 0 or C >= n:
+            return None
+        kept = []
+        for g in range(self.Hkv):
+            keys = k[:, g, :]
+            norms = np.linalg.norm(keys, axis=-1)
+            anchor = (keys / np.maximum(norms, 1e-12)[:, None]).mean(axis=0)
+            den = norms * np.linalg.norm(anchor)
+            cos = np.where(den > 0, keys @ anchor / np.where(den > 0, den, 1.0), 0.0)
+            kept.append(topk_rule(-cos, C, self.margins))
+        return kept
+
+
 METHODS = {"fullkv": FullKV, "fastkv": FastKV, "snapkv": SnapKV, "pyramidkv": PyramidKV,
            "adakv": AdaKV, "streamingllm": StreamingLLM, "h2o": H2O, "gemfilter": GemFilter,
-           "pyramidinfer": PyramidInfer}
+           "pyramidinfer": PyramidInfer, "keydiff": KeyDiff}
 
 
 # ----------------------------------------------------------------------------- prefill driver

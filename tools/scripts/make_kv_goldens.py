@@ -9,7 +9,8 @@ tie-prone prompts (repeated tokens; max pooling makes plateaus of exactly equal 
 A case whose smallest non-tie score gap at a top-k boundary is below FRAGILE is reported: such a
 golden could flip under fp32 rounding in the engine.
 
-Run: python3 tools/scripts/make_kv_goldens.py   (numpy only; about a minute)
+Run: python3 tools/scripts/make_kv_goldens.py [METHOD ...]   (numpy only; about a minute for all;
+naming methods rewrites only their files)
 """
 
 import hashlib
@@ -88,6 +89,12 @@ CONFIGS = {
         ({}, ["rand37", "rand100", "rand131", "rand200"]),
         ({"retain_rate": 0.5, "window": 4}, ["rand131", "rand200"]),
     ],
+    "keydiff": [
+        ({}, ["rand1", "rand9", "rand37", "rand100", "rand200"]),
+        ({"retain_rate": 0.2}, ["rand5", "rand37", "rand131", "repeat100", "periodic100"]),
+        ({"kv_budget": 30}, ["rand64", "rand100", "rand200"]),
+        ({"kv_budget": 100}, ["rand100"]),
+    ],
 }
 
 
@@ -99,7 +106,13 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     fragile = []
     total = 0
+    only = sys.argv[1:]  # method names to rewrite (default: every method)
+    unknown = [m for m in only if m not in CONFIGS]
+    if unknown:
+        sys.exit(f"make_kv_goldens.py: unknown method(s) {unknown}; known: {list(CONFIGS)}")
     for method, configs in CONFIGS.items():
+        if only and method not in only:
+            continue
         cases = []
         for opts, names in configs:
             for pname in names:

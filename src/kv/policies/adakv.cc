@@ -33,7 +33,6 @@ class AdaKv final : public KvPolicy {
   Budget b_;
   std::vector<float> s_;
 };
-}  // namespace
 
 Expected<std::unique_ptr<KvPolicy>> make_adakv(const PolicyOptions& o, const PolicyModelInfo&) {
   auto w = parse_window(o);
@@ -42,5 +41,9 @@ Expected<std::unique_ptr<KvPolicy>> make_adakv(const PolicyOptions& o, const Pol
   if (!b) return b.status();
   return std::unique_ptr<KvPolicy>(new AdaKv(*w, *b));
 }
+
+}  // namespace
+
+const MethodInfo kAdaKvInfo = {"adakv", make_adakv, kWindowScoreOpts, window_budget_rows, true};
 
 }  // namespace fkv::kvp

@@ -6,6 +6,24 @@ namespace fkv::kvp {
 
 int Budget::of(int n) const { return is_count ? count : floor_mul(n, rate); }
 
+int64_t budget_rows(const PolicyOptions& o, int n) {
+  if (o.kv_budget) return *o.kv_budget;
+  return floor_mul(n, o.retain_rate.value_or(kDefaultRetainRate));
+}
+
+int64_t budget_or_all(const PolicyOptions& o, int n_prompt, int64_t protected_rows) {
+  const int64_t b = budget_rows(o, n_prompt);
+  return b > protected_rows ? b : n_prompt;
+}
+
+int64_t keeps_every_row(const PolicyOptions&, const PolicyModelInfo&, int n_prompt) {
+  return n_prompt;
+}
+
+int64_t window_budget_rows(const PolicyOptions& o, const PolicyModelInfo&, int n_prompt) {
+  return budget_or_all(o, n_prompt, o.window.value_or(kDefaultWindow));
+}
+
 Status check_rate(const std::string& method, const char* flag, std::optional<double> v) {
   if (v && !(*v > 0.0 && *v <= 1.0))
     return Status::error(strfmt("%s: %s must be in (0, 1], got %g", method.c_str(), flag, *v));

@@ -2,6 +2,7 @@
 // the registry (src/kv/registry.cc) lists. Not part of the public interface.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,14 +50,62 @@ Status check_layer(const std::string& method, const char* flag, int layer,
 
 using Factory = Expected<std::unique_ptr<KvPolicy>> (*)(const PolicyOptions&,
                                                         const PolicyModelInfo&);
-Expected<std::unique_ptr<KvPolicy>> make_fullkv(const PolicyOptions&, const PolicyModelInfo&);
-Expected<std::unique_ptr<KvPolicy>> make_fastkv(const PolicyOptions&, const PolicyModelInfo&);
-Expected<std::unique_ptr<KvPolicy>> make_snapkv(const PolicyOptions&, const PolicyModelInfo&);
-Expected<std::unique_ptr<KvPolicy>> make_pyramidkv(const PolicyOptions&, const PolicyModelInfo&);
-Expected<std::unique_ptr<KvPolicy>> make_adakv(const PolicyOptions&, const PolicyModelInfo&);
-Expected<std::unique_ptr<KvPolicy>> make_streamingllm(const PolicyOptions&, const PolicyModelInfo&);
-Expected<std::unique_ptr<KvPolicy>> make_h2o(const PolicyOptions&, const PolicyModelInfo&);
-Expected<std::unique_ptr<KvPolicy>> make_gemfilter(const PolicyOptions&, const PolicyModelInfo&);
-Expected<std::unique_ptr<KvPolicy>> make_pyramidinfer(const PolicyOptions&, const PolicyModelInfo&);
+
+// Which PolicyOptions fields a method reads (MethodInfo::options); the registry refuses the others.
+enum Opt : unsigned {
+  kTspLayer = 1u << 0,
+  kTspRate = 1u << 1,
+  kTspLen = 1u << 2,
+  kRetainRate = 1u << 3,
+  kKvBudget = 1u << 4,
+  kWindow = 1u << 5,
+  kKernel = 1u << 6,
+  kPooling = 1u << 7,
+  kMode = 1u << 8,
+  kFilterLayer = 1u << 9,
+  kPerQueryHead = 1u << 10,
+};
+inline constexpr unsigned kBudgetOpts = kRetainRate | kKvBudget;
+inline constexpr unsigned kWindowScoreOpts = kBudgetOpts | kWindow | kKernel | kPooling;
+
+// The most rows a layer's cache holds per KV head on average (its rows summed over the KV heads,
+// divided by their number) for a prompt of n_prompt tokens, before any decoded token; may exceed
+// n_prompt (callers clamp). What admission control reserves (worst_case_kv_bytes).
+using MaxRowsFn = int64_t (*)(const PolicyOptions& opts, const PolicyModelInfo& model,
+                              int n_prompt);
+
+// What the engine and every front-end know of a method: each policy file defines one, and the
+// registry (registry.cc) lists them. Adding a method is its file plus one registry row.
+struct MethodInfo {
+  const char* name;         // the spec name, e.g. "snapkv"
+  Factory make;             // validates the options against the model, builds the policy
+  unsigned options;         // Opt bits
+  MaxRowsFn max_rows;       // see MaxRowsFn
+  bool shares_prompt_pass;  // its prompt pass is the full forward and only the cache differs, so
+                            // an eval sample runs that pass once for all such methods
+};
+
+extern const MethodInfo kFullKvInfo;
+extern const MethodInfo kFastKvInfo;
+extern const MethodInfo kSnapKvInfo;
+extern const MethodInfo kPyramidKvInfo;
+extern const MethodInfo kAdaKvInfo;
+extern const MethodInfo kStreamingLlmInfo;
+extern const MethodInfo kH2oInfo;
+extern const MethodInfo kGemFilterInfo;
+extern const MethodInfo kPyramidInferInfo;
+extern const MethodInfo kKeyDiffInfo;
+
+// The budget of the options as a row count: kv_budget, or floor(n * retain_rate) (default rate
+// kDefaultRetainRate), as Budget::of computes it once parsed.
+int64_t budget_rows(const PolicyOptions& o, int n);
+// max_rows of a method that keeps `budget_rows` rows when it exceeds `protected_rows` and every row
+// otherwise (its guard).
+int64_t budget_or_all(const PolicyOptions& o, int n_prompt, int64_t protected_rows);
+// MaxRowsFn of the methods that keep every prompt row (fullkv; pyramidinfer, whose decode
+// compaction only shrinks), and of those that keep C rows per KV head on average when C exceeds
+// the window (adakv's heads share Hkv * C; h2o).
+int64_t keeps_every_row(const PolicyOptions& o, const PolicyModelInfo& model, int n_prompt);
+int64_t window_budget_rows(const PolicyOptions& o, const PolicyModelInfo& model, int n_prompt);
 
 }  // namespace fkv::kvp

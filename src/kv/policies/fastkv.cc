@@ -10,6 +10,8 @@
 //   heads of the window score; rows = top-(T-W) of g among [0, n-W) + the W window rows, ascending.
 // Guards (the reference lacks them): C_l - W <= 0 keeps everything in that layer; an inactive TSP
 // propagates every row (and later layers then use r, as they see all N rows).
+#include <algorithm>
+
 #include "kv/budget.h"
 #include "kv/policies/common.h"
 #include "kv/topk.h"
@@ -87,7 +89,6 @@ class FastKv final : public KvPolicy {
   const float* cached_q_ = nullptr;
   std::vector<float> s_;  // [n_kv_heads, n - W]
 };
-}  // namespace
 
 Expected<std::unique_ptr<KvPolicy>> make_fastkv(const PolicyOptions& o,
                                                 const PolicyModelInfo& model) {
@@ -129,5 +130,35 @@ Expected<std::unique_ptr<KvPolicy>> make_fastkv(const PolicyOptions& o,
   FKV_RETURN_IF_ERROR(check_layer("fastkv", "tsp_layer", tsp_layer, model));
   return std::unique_ptr<KvPolicy>(new FastKv(*w, *kv, tsp, tsp_layer));
 }
+
+// Restates FastKv::capacity and its guards: layers up to the TSP layer see N rows, later ones
+// (when TSP is active) T rows at the rate r / t.
+int64_t max_rows_fastkv(const PolicyOptions& o, const PolicyModelInfo&, int n_prompt) {
+  const int window = o.window.value_or(kDefaultWindow);
+  const bool constant = o.mode && *o.mode == "constant";
+  const bool kv_count = o.kv_budget.has_value() || constant;
+  const int kv_c = o.kv_budget.value_or(kDefaultConstantBudget);
+  const double r = o.retain_rate.value_or(kDefaultRetainRate);
+  const bool tsp_count = o.tsp_len.has_value() || constant;
+  const double t = o.tsp_rate.value_or(kDefaultTspRate);
+  const int T = tsp_count ? o.tsp_len.value_or(kDefaultConstantTspLen) : floor_mul(n_prompt, t);
+  const bool tsp_active = T - window > 0 && T < n_prompt;
+  auto kept = [&](int n, double rate) -> int64_t {
+    const int cap = kv_count ? kv_c : floor_mul(n, rate);
+    return (cap - window <= 0 || cap >= n) ? n : cap;
+  };
+  int64_t rows = kept(n_prompt, r);
+  if (tsp_active) {
+    const double t_eff = tsp_count ? static_cast<double>(T) / n_prompt : t;
+    rows = std::max(rows, kept(T, r / t_eff));
+  }
+  return rows;
+}
+
+}  // namespace
+
+const MethodInfo kFastKvInfo = {"fastkv", make_fastkv,
+                                kWindowScoreOpts | kTspLayer | kTspRate | kTspLen | kMode,
+                                max_rows_fastkv, false};
 
 }  // namespace fkv::kvp

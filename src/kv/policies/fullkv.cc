@@ -9,10 +9,13 @@ class FullKv final : public KvPolicy {
   std::string name() const override { return "fullkv"; }
   bool select_kv(const LayerView&, KeepLists&) override { return false; }
 };
-}  // namespace
 
 Expected<std::unique_ptr<KvPolicy>> make_fullkv(const PolicyOptions&, const PolicyModelInfo&) {
   return std::unique_ptr<KvPolicy>(new FullKv());
 }
+
+}  // namespace
+
+const MethodInfo kFullKvInfo = {"fullkv", make_fullkv, 0, keeps_every_row, true};
 
 }  // namespace fkv::kvp

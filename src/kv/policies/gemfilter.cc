@@ -41,7 +41,6 @@ class GemFilter final : public KvPolicy {
   Budget b_;
   int filter_layer_;
 };
-}  // namespace
 
 Expected<std::unique_ptr<KvPolicy>> make_gemfilter(const PolicyOptions& o,
                                                    const PolicyModelInfo& model) {
@@ -51,5 +50,14 @@ Expected<std::unique_ptr<KvPolicy>> make_gemfilter(const PolicyOptions& o,
   FKV_RETURN_IF_ERROR(check_layer("gemfilter", "filter_layer", fl, model));
   return std::unique_ptr<KvPolicy>(new GemFilter(*b, fl));
 }
+
+int64_t max_rows_gemfilter(const PolicyOptions& o, const PolicyModelInfo&, int n_prompt) {
+  return budget_or_all(o, n_prompt, 0);
+}
+
+}  // namespace
+
+const MethodInfo kGemFilterInfo = {"gemfilter", make_gemfilter, kBudgetOpts | kFilterLayer,
+                                   max_rows_gemfilter, false};
 
 }  // namespace fkv::kvp

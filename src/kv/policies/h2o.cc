@@ -40,7 +40,6 @@ class H2o final : public KvPolicy {
   Budget b_;
   std::vector<float> s_q_;
 };
-}  // namespace
 
 Expected<std::unique_ptr<KvPolicy>> make_h2o(const PolicyOptions& o, const PolicyModelInfo&) {
   auto w = parse_window(o);
@@ -49,5 +48,9 @@ Expected<std::unique_ptr<KvPolicy>> make_h2o(const PolicyOptions& o, const Polic
   if (!b) return b.status();
   return std::unique_ptr<KvPolicy>(new H2o(w->window, *b));
 }
+
+}  // namespace
+
+const MethodInfo kH2oInfo = {"h2o", make_h2o, kBudgetOpts | kWindow, window_budget_rows, true};
 
 }  // namespace fkv::kvp

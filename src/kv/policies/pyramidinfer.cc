@@ -119,7 +119,6 @@ class PyramidInfer final : public KvPolicy {
   bool active_ = false;
   std::vector<int32_t> rows_;
 };
-}  // namespace
 
 Expected<std::unique_ptr<KvPolicy>> make_pyramidinfer(const PolicyOptions& o,
                                                       const PolicyModelInfo&) {
@@ -129,5 +128,10 @@ Expected<std::unique_ptr<KvPolicy>> make_pyramidinfer(const PolicyOptions& o,
   return std::unique_ptr<KvPolicy>(
       new PyramidInfer(o.retain_rate.value_or(kDefaultMinRatio), w->window));
 }
+
+}  // namespace
+
+const MethodInfo kPyramidInferInfo = {"pyramidinfer", make_pyramidinfer, kRetainRate | kWindow,
+                                      keeps_every_row, false};
 
 }  // namespace fkv::kvp

@@ -33,7 +33,6 @@ class PyramidKv final : public KvPolicy {
   Budget b_;
   std::vector<float> s_;
 };
-}  // namespace
 
 Expected<std::unique_ptr<KvPolicy>> make_pyramidkv(const PolicyOptions& o, const PolicyModelInfo&) {
   auto w = parse_window(o);
@@ -42,5 +41,16 @@ Expected<std::unique_ptr<KvPolicy>> make_pyramidkv(const PolicyOptions& o, const
   if (!b) return b.status();
   return std::unique_ptr<KvPolicy>(new PyramidKv(*w, *b));
 }
+
+// C_l = W + max - floor(...) <= W + 2 (C - W) < 2 C.
+int64_t max_rows_pyramidkv(const PolicyOptions& o, const PolicyModelInfo&, int n_prompt) {
+  const int64_t c = budget_or_all(o, n_prompt, o.window.value_or(kDefaultWindow));
+  return c < n_prompt ? 2 * c : c;
+}
+
+}  // namespace
+
+const MethodInfo kPyramidKvInfo = {"pyramidkv", make_pyramidkv, kWindowScoreOpts,
+                                   max_rows_pyramidkv, true};
 
 }  // namespace fkv::kvp

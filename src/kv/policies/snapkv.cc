@@ -56,7 +56,6 @@ class SnapKv final : public KvPolicy {
   bool per_q_;
   std::vector<float> s_;
 };
-}  // namespace
 
 Expected<std::unique_ptr<KvPolicy>> make_snapkv(const PolicyOptions& o, const PolicyModelInfo&) {
   auto w = parse_window(o);
@@ -65,5 +64,20 @@ Expected<std::unique_ptr<KvPolicy>> make_snapkv(const PolicyOptions& o, const Po
   if (!b) return b.status();
   return std::unique_ptr<KvPolicy>(new SnapKv(*w, *b, o.per_query_head));
 }
+
+// The budget C per KV head; per_query_head keeps the union of the G query heads' top C - W
+// plus the window: up to min(n - W, G (C - W)) + W.
+int64_t max_rows_snapkv(const PolicyOptions& o, const PolicyModelInfo& model, int n_prompt) {
+  const int64_t window = o.window.value_or(kDefaultWindow);
+  const int64_t c = budget_or_all(o, n_prompt, window);
+  if (!o.per_query_head || c >= n_prompt || model.n_kv_heads <= 0) return c;
+  const int64_t group = model.n_heads / model.n_kv_heads;
+  return std::min<int64_t>(n_prompt - window, group * (c - window)) + window;
+}
+
+}  // namespace
+
+const MethodInfo kSnapKvInfo = {"snapkv", make_snapkv, kWindowScoreOpts | kPerQueryHead,
+                                max_rows_snapkv, true};
 
 }  // namespace fkv::kvp

@@ -28,7 +28,6 @@ class StreamingLlm final : public KvPolicy {
  private:
   Budget b_;
 };
-}  // namespace
 
 Expected<std::unique_ptr<KvPolicy>> make_streamingllm(const PolicyOptions& o,
                                                       const PolicyModelInfo&) {
@@ -36,5 +35,14 @@ Expected<std::unique_ptr<KvPolicy>> make_streamingllm(const PolicyOptions& o,
   if (!b) return b.status();
   return std::unique_ptr<KvPolicy>(new StreamingLlm(*b));
 }
+
+int64_t max_rows_streamingllm(const PolicyOptions& o, const PolicyModelInfo&, int n_prompt) {
+  return budget_or_all(o, n_prompt, kStreamingSinks);
+}
+
+}  // namespace
+
+const MethodInfo kStreamingLlmInfo = {"streamingllm", make_streamingllm, kBudgetOpts,
+                                      max_rows_streamingllm, true};
 
 }  // namespace fkv::kvp
