@@ -59,14 +59,6 @@ void send_error(ServeContext& ctx, httplib::Response& res, const serve::ApiError
 
 namespace {
 
-using json = nlohmann::json;
-using serve::ApiError;
-using serve::bad;
-using serve::dump;
-using serve::error_json;
-using serve::Job;
-using serve::Parsed;
-using serve::Scheduler;
 using namespace serving;  // NOLINT: the server's own pieces
 
 const std::vector<ArgSpec>& serve_specs() {

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
@@ -20,6 +21,16 @@
 #include "serve/scheduler.h"
 
 namespace fkv::cli::serving {
+
+// The engine-side names every serve file uses.
+using json = nlohmann::json;
+using serve::ApiError;
+using serve::bad;
+using serve::dump;
+using serve::error_json;
+using serve::Job;
+using serve::Parsed;
+using serve::Scheduler;
 
 // The request side's context (model, tokenizer, defaults) and the HTTP side's state.
 struct ServeContext : serve::RequestContext {

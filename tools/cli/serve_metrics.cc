@@ -39,18 +39,6 @@
 #include "serve/scheduler.h"
 
 namespace fkv::cli::serving {
-namespace {
-
-using json = nlohmann::json;
-using serve::ApiError;
-using serve::bad;
-using serve::dump;
-using serve::error_json;
-using serve::Job;
-using serve::Parsed;
-using serve::Scheduler;
-
-}  // namespace
 
 std::string metrics_text(ServeContext& ctx) {
   const serve::SchedulerMetrics m = ctx.scheduler->metrics();

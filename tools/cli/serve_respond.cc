@@ -41,15 +41,6 @@
 namespace fkv::cli::serving {
 namespace {
 
-using json = nlohmann::json;
-using serve::ApiError;
-using serve::bad;
-using serve::dump;
-using serve::error_json;
-using serve::Job;
-using serve::Parsed;
-using serve::Scheduler;
-
 // Detokenises a token stream and applies the stop strings: text that could be the start of a stop
 // string is held back until it is known not to be one.
 class TextStream {

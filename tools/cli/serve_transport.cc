@@ -41,15 +41,6 @@
 namespace fkv::cli::serving {
 namespace {
 
-using json = nlohmann::json;
-using serve::ApiError;
-using serve::bad;
-using serve::dump;
-using serve::error_json;
-using serve::Job;
-using serve::Parsed;
-using serve::Scheduler;
-
 // The token of an "Authorization: Bearer TOKEN" header (the scheme is case-insensitive, RFC
 // 7235), or nullopt for another scheme.
 std::optional<std::string> bearer_token(const std::string& h) {
