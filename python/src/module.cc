@@ -20,11 +20,11 @@
 
 #include "engine/app.h"
 #include "engine/engine.h"
+#include "engine/stop_strings.h"
 #include "io/gguf.h"
 #include "kernels/matmul.h"
 #include "kv/method_spec.h"
 #include "kv/policy.h"
-#include "stop_strings.h"
 
 namespace py = pybind11;
 

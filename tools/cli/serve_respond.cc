@@ -33,6 +33,7 @@
 #include "core/parse_number.h"
 #include "engine/app.h"
 #include "engine/batch.h"
+#include "engine/stop_strings.h"
 #include "kernels/matmul.h"
 #include "kv/method_spec.h"
 #include "serve/request.h"
@@ -47,45 +48,16 @@ class TextStream {
  public:
   TextStream(const Tokenizer& tok, std::vector<std::string> stops)
       : dec_(tok, /*skip_special_tokens=*/true), stops_(std::move(stops)) {}
-  std::string push(int32_t id) {
-    pending_ += dec_.push(id);
-    return release(false);
-  }
+  std::string push(int32_t id) { return stops_.push(dec_.push(id)); }
   std::string finish() {
-    pending_ += dec_.flush();
-    return release(true);
+    std::string out = stops_.push(dec_.flush());
+    return out + stops_.finish();
   }
-  bool stopped() const { return stopped_; }
+  bool stopped() const { return stops_.matched(); }
 
  private:
-  std::string release(bool all) {
-    size_t best = std::string::npos;
-    for (const auto& s : stops_) best = std::min(best, pending_.find(s));
-    if (best != std::string::npos) {
-      stopped_ = true;
-      std::string out = pending_.substr(0, best);
-      pending_.clear();
-      return out;
-    }
-    size_t hold = 0;
-    if (!all) {
-      for (const auto& s : stops_) {
-        for (size_t k = std::min(s.size() - 1, pending_.size()); k > hold; --k) {
-          if (pending_.compare(pending_.size() - k, k, s, 0, k) == 0) {
-            hold = k;
-            break;
-          }
-        }
-      }
-    }
-    std::string out = pending_.substr(0, pending_.size() - hold);
-    pending_.erase(0, pending_.size() - hold);
-    return out;
-  }
   StreamDecoder dec_;
-  std::vector<std::string> stops_;
-  std::string pending_;
-  bool stopped_ = false;
+  StopStringMatcher stops_;
 };
 
 json usage_json(const Job& j, int completion_tokens) {

@@ -1,12 +1,13 @@
-// Stop strings for the Python generate(): text arrives in decoded pieces; a stop string may span
-// pieces, so the tail that could still become one is held back until it cannot.
+// Stop strings over streamed text (the Python generate() and fastkv serve): text arrives in decoded
+// pieces; a stop string may span pieces, so the tail that could still become one is held back
+// until it cannot.
 #pragma once
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
-namespace fkv::py_binding {
+namespace fkv {
 
 class StopStringMatcher {
  public:
@@ -52,4 +53,4 @@ class StopStringMatcher {
   bool matched_ = false;
 };
 
-}  // namespace fkv::py_binding
+}  // namespace fkv
