@@ -25,8 +25,9 @@ class KeyDiff final : public KvPolicy {
     const int n = lv.n_rows, d = lv.model->head_dim, n_kv = lv.model->n_kv_heads;
     const int C = b_.of(n);
     if (C <= 0 || C >= n) return false;
-    std::vector<double> anchor(static_cast<size_t>(d));  // [head_dim]
-    std::vector<float> score(static_cast<size_t>(n));    // [n]
+    std::vector<double> anchor(static_cast<size_t>(d));   // [head_dim]
+    std::vector<float> score(static_cast<size_t>(n));     // [n]
+    std::vector<double> key_len(static_cast<size_t>(n));  // [n] L2 norms of one head's keys
     std::vector<int32_t> rows;
     keep_begin(keep);
     for (int g = 0; g < n_kv; ++g) {
@@ -39,7 +40,7 @@ class KeyDiff final : public KvPolicy {
       std::fill(anchor.begin(), anchor.end(), 0.0);
       for (int r = 0; r < n; ++r) {
         const float* k = key(r);
-        const double len = norm(k);
+        const double len = key_len[r] = norm(k);
         if (len == 0.0) continue;
         for (int e = 0; e < d; ++e) anchor[e] += k[e] / len;
       }
@@ -51,10 +52,9 @@ class KeyDiff final : public KvPolicy {
       anchor_len = std::sqrt(anchor_len);
       for (int r = 0; r < n; ++r) {
         const float* k = key(r);
-        const double len = norm(k);
         double dot = 0.0;
         for (int e = 0; e < d; ++e) dot += k[e] * anchor[e];
-        const double den = len * anchor_len;
+        const double den = key_len[r] * anchor_len;
         score[r] = static_cast<float>(den > 0.0 ? -dot / den : 0.0);
       }
       top_k(score, C, rows);
